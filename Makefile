@@ -1,0 +1,45 @@
+# Forecourt's build and test entry points. `make test` is the README's test command and
+# what CI runs (.ci/run): on a fresh Debian/Ubuntu machine with Rust and Python 3 it does
+# every set-up step itself.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# Every wasm workspace builds here, whatever CARGO_TARGET_DIR says (the tests look here).
+WASM_TARGET_DIR := $(CURDIR)/target/wasm
+WASM_BUILD := $(CARGO) build --release --target wasm32-wasip2 --target-dir $(WASM_TARGET_DIR)
+PLUGINS := plugins/Cargo.toml
+FIXTURES := runtime/tests/fixtures/plugins/Cargo.toml
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: ## Install what the build needs: the wasm target (rustup's auto-install is off on our machines).
+	rustup target add wasm32-wasip2
+
+.PHONY: plugins
+plugins: setup ## Build the example plugins and the test fixtures for wasm32-wasip2.
+	$(WASM_BUILD) --manifest-path $(PLUGINS)
+	$(WASM_BUILD) --manifest-path $(FIXTURES)
+
+.PHONY: lint
+lint: setup ## rustfmt and clippy, warnings as errors, on every workspace.
+	$(CARGO) fmt --all --check
+	$(CARGO) fmt --all --check --manifest-path $(PLUGINS)
+	$(CARGO) fmt --all --check --manifest-path $(FIXTURES)
+	$(CARGO) clippy --workspace --all-targets --release -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --manifest-path $(PLUGINS) -- -D warnings
+	$(CARGO) clippy --workspace --target wasm32-wasip2 --target-dir $(WASM_TARGET_DIR) --manifest-path $(FIXTURES) -- -D warnings
+
+.PHONY: test
+test: setup plugins lint ## Everything CI checks: set-up, lint, unit, integration and end-to-end tests.
+	$(CARGO) test --workspace --release
+	$(CARGO) test --workspace --manifest-path $(PLUGINS)
+
+.PHONY: bench
+bench: plugins ## Criterion benchmarks (release).
+	$(CARGO) bench -p forecourt

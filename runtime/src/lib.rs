@@ -1,0 +1,19 @@
+//! # Forecourt
+//!
+//! The edge inference appliance: every prediction runs a client's JSON through a
+//! sandboxed WebAssembly preprocessing plugin and an ONNX model.
+//!
+//! One module per concern; dependencies flow one way (cli -> plugin, workers):
+//!
+//! - [`config`]: configuration errors and checks shared by every concern's settings.
+//! - [`plugin`]: the WebAssembly plugin host (wasmtime): sandbox, limits, artifact cache.
+//! - [`tensor`]: the tensors plugins produce and models consume.
+//! - [`workers`]: the thread pool that keeps synchronous plugin and model calls off the
+//!   async runtime.
+//! - [`cli`]: the `forecourt` command line.
+
+pub mod cli;
+pub mod config;
+pub mod plugin;
+pub mod tensor;
+pub mod workers;

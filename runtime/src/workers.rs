@@ -1,0 +1,122 @@
+//! A fixed pool of OS threads for synchronous, CPU-bound work (plugin and model calls),
+//! fed by a bounded queue. Async callers submit a job and await its result without
+//! occupying a runtime thread; a full queue is refused at once ([`WorkerError::Overloaded`])
+//! so overload turns into fast rejections instead of unbounded memory and latency.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError, bounded};
+use tokio::sync::oneshot;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the work queue is full ({capacity} jobs waiting)")]
+    Overloaded { capacity: usize },
+    #[error("the worker pool is shut down")]
+    ShutDown,
+    #[error("the job panicked")]
+    Panicked,
+}
+
+#[derive(Debug)]
+pub struct WorkerPool {
+    sender: Option<Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+    capacity: usize,
+}
+
+impl WorkerPool {
+    /// `threads` workers named `{name}-{i}` sharing a queue of `capacity` waiting jobs.
+    pub fn new(name: &str, threads: usize, capacity: usize) -> std::io::Result<Self> {
+        let (sender, receiver) = bounded::<Job>(capacity);
+        let threads = (0..threads.max(1))
+            .map(|index| {
+                let receiver = receiver.clone();
+                std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || {
+                    for job in receiver {
+                        job();
+                    }
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { sender: Some(sender), threads, capacity })
+    }
+
+    /// Queues `job` and returns a future of its result, or refuses at once when the
+    /// queue is full.
+    pub fn submit<R, F>(&self, job: F) -> Result<impl Future<Output = Result<R, WorkerError>> + use<R, F>, WorkerError>
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+    {
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            // A panic is reported to the caller (the dropped reply) and the thread lives on.
+            if let Ok(value) = catch_unwind(AssertUnwindSafe(job)) {
+                let _ = reply.send(value);
+            }
+        });
+        let sender = self.sender.as_ref().ok_or(WorkerError::ShutDown)?;
+        sender.try_send(job).map_err(|error| match error {
+            TrySendError::Full(_) => WorkerError::Overloaded { capacity: self.capacity },
+            TrySendError::Disconnected(_) => WorkerError::ShutDown,
+        })?;
+        Ok(async move { result.await.map_err(|_| WorkerError::Panicked) })
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.sender.as_ref().map_or(0, Sender::len)
+    }
+}
+
+impl Drop for WorkerPool {
+    /// Lets queued jobs finish, then joins the workers.
+    fn drop(&mut self) {
+        self.sender.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    #[tokio::test]
+    async fn jobs_run_off_the_runtime_and_return_results() {
+        let pool = WorkerPool::new("test", 2, 4).unwrap();
+        let name = pool.submit(|| std::thread::current().name().map(str::to_owned)).unwrap().await.unwrap();
+        assert!(name.unwrap().starts_with("test-"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_and_the_pool_recovers() {
+        let pool = WorkerPool::new("test", 1, 1).unwrap();
+        let gate = Arc::new(Barrier::new(2));
+        let held = Arc::clone(&gate);
+        let running = pool.submit(move || held.wait()).unwrap();
+        // Wait until the worker has taken the first job, so the queue is empty again.
+        while pool.queued() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let queued = pool.submit(|| 2).unwrap();
+        assert_eq!(pool.submit(|| 3).err(), Some(WorkerError::Overloaded { capacity: 1 }));
+        gate.wait();
+        running.await.unwrap();
+        assert_eq!(queued.await, Ok(2));
+        assert_eq!(pool.submit(|| 4).unwrap().await, Ok(4));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_reported_and_the_worker_survives() {
+        let pool = WorkerPool::new("test", 1, 4).unwrap();
+        assert_eq!(pool.submit(|| panic!("boom")).unwrap().await, Err::<(), _>(WorkerError::Panicked));
+        assert_eq!(pool.submit(|| 5).unwrap().await, Ok(5));
+    }
+}

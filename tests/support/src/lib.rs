@@ -1,0 +1,89 @@
+//! The one test harness every test in the workspace uses: it builds and locates the
+//! WebAssembly plugins (the examples in plugins/ and the hostile fixtures), so a plain
+//! `cargo test` works on a fresh checkout without a separate build step.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root exists")
+}
+
+/// Where every wasm workspace builds. Always passed explicitly, so it does not follow
+/// CARGO_TARGET_DIR and the artifacts are found whatever the outer build uses.
+pub fn wasm_target_dir() -> PathBuf {
+    repo_root().join("target/wasm")
+}
+
+/// The example plugin `crate_name` (e.g. `car_price`) from plugins/, built if needed.
+pub fn example_plugin(crate_name: &str) -> PathBuf {
+    wasm_artifact("plugins/Cargo.toml", crate_name)
+}
+
+/// The test fixture plugin `crate_name` (e.g. `hostile`), built if needed.
+pub fn fixture_plugin(crate_name: &str) -> PathBuf {
+    wasm_artifact("runtime/tests/fixtures/plugins/Cargo.toml", crate_name)
+}
+
+/// A model file of an example plugin, e.g. `model_file("car-price", "model.onnx")`.
+pub fn model_file(plugin: &str, file: &str) -> PathBuf {
+    repo_root().join("plugins").join(plugin).join("model").join(file)
+}
+
+fn wasm_artifact(manifest: &str, crate_name: &str) -> PathBuf {
+    build_wasm_workspace(manifest);
+    let path = wasm_target_dir().join("wasm32-wasip2/release").join(format!("{crate_name}.wasm"));
+    assert!(path.exists(), "{} was not built by {manifest}", path.display());
+    path
+}
+
+/// Builds a wasm workspace once per test process (cargo makes it a no-op when fresh,
+/// and serialises concurrent builds from other test processes).
+fn build_wasm_workspace(manifest: &str) {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if built.iter().any(|done| done == manifest) {
+        return;
+    }
+    let output = Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path", manifest, "--target-dir"])
+        .arg(wasm_target_dir())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "building {manifest} failed (is the wasm32-wasip2 target installed? `make setup`):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.push(manifest.to_owned());
+}
+
+/// A temporary folder removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("forecourt-test-").tempdir().expect("a temporary folder")
+}
+
+/// The `forecourt` binary of this checkout, built (release, like the tests) if needed.
+pub fn forecourt_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let output = Command::new(env!("CARGO"))
+                .current_dir(repo_root())
+                .args(["build", "--release", "-p", "forecourt", "--bin", "forecourt", "--message-format=json"])
+                .output()
+                .expect("cargo runs");
+            assert!(output.status.success(), "building forecourt failed:\n{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|message| message["target"]["name"] == "forecourt")
+                .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
+                .next_back()
+                .expect("cargo reports the forecourt executable")
+        })
+        .clone()
+}
