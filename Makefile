@@ -18,8 +18,9 @@ help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 .PHONY: setup
-setup: ## Install what the build needs: the wasm target (rustup's auto-install is off on our machines).
+setup: ## Install what the build needs: the wasm target (rustup's auto-install is off here) and ONNX Runtime.
 	rustup target add wasm32-wasip2
+	scripts/fetch-onnxruntime.sh
 
 .PHONY: plugins
 plugins: setup ## Build the example plugins and the test fixtures for wasm32-wasip2.

@@ -3,9 +3,11 @@
 //! The edge inference appliance: every prediction runs a client's JSON through a
 //! sandboxed WebAssembly preprocessing plugin and an ONNX model.
 //!
-//! One module per concern; dependencies flow one way (cli -> plugin, workers):
+//! One module per concern; dependencies flow one way (cli -> plugin, model, workers; plugin and model share only
+//! [`tensor`]):
 //!
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
+//! - [`model`]: the ONNX model host (ONNX Runtime through `ort`): library, sessions, runs.
 //! - [`plugin`]: the WebAssembly plugin host (wasmtime): sandbox, limits, artifact cache.
 //! - [`tensor`]: the tensors plugins produce and models consume.
 //! - [`workers`]: the thread pool that keeps synchronous plugin and model calls off the
@@ -14,6 +16,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod model;
 pub mod plugin;
 pub mod tensor;
 pub mod workers;

@@ -66,6 +66,8 @@ pub enum TensorError {
     Scalar(String),
     #[error("tensor `{name}` has shape {shape:?}, which holds {expected} elements, but carries {actual}")]
     ShapeMismatch { name: String, shape: Vec<usize>, expected: usize, actual: usize },
+    #[error("instances cannot be stacked: {0}")]
+    Unstackable(String),
 }
 
 impl Tensor {
@@ -107,6 +109,113 @@ impl Tensor {
     }
 }
 
+impl TensorData {
+    /// An empty buffer of the same element type.
+    fn empty_like(&self, capacity: usize) -> Self {
+        match self {
+            Self::Float32(_) => Self::Float32(Vec::with_capacity(capacity)),
+            Self::Float64(_) => Self::Float64(Vec::with_capacity(capacity)),
+            Self::Int64(_) => Self::Int64(Vec::with_capacity(capacity)),
+            Self::Text(_) => Self::Text(Vec::with_capacity(capacity)),
+        }
+    }
+
+    /// Appends `other`'s elements; false if the element types differ.
+    fn append(&mut self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Float32(to), Self::Float32(from)) => to.extend_from_slice(from),
+            (Self::Float64(to), Self::Float64(from)) => to.extend_from_slice(from),
+            (Self::Int64(to), Self::Int64(from)) => to.extend_from_slice(from),
+            (Self::Text(to), Self::Text(from)) => to.extend_from_slice(from),
+            _ => return false,
+        }
+        true
+    }
+
+    fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        match self {
+            Self::Float32(values) => Self::Float32(values[range].to_vec()),
+            Self::Float64(values) => Self::Float64(values[range].to_vec()),
+            Self::Int64(values) => Self::Int64(values[range].to_vec()),
+            Self::Text(values) => Self::Text(values[range].to_vec()),
+        }
+    }
+}
+
+/// Stacks the tensors of several instances (each a list of named tensors, in the same
+/// order, with the same trailing dimensions) into one tensor per name, rows after rows:
+/// one model run for a whole batch. Returns the stacked tensors and each instance's rows.
+pub fn stack(instances: &[Vec<Tensor>]) -> Result<(Vec<Tensor>, Vec<usize>), TensorError> {
+    let Some(first) = instances.first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut rows = Vec::with_capacity(instances.len());
+    let mut stacked: Vec<Tensor> = first
+        .iter()
+        .map(|tensor| Tensor {
+            name: tensor.name.clone(),
+            shape: tensor.shape.clone(),
+            data: tensor.data.empty_like(tensor.data.len() * instances.len()),
+        })
+        .collect();
+    for (index, instance) in instances.iter().enumerate() {
+        let unstackable = |why: String| TensorError::Unstackable(format!("instance {index}: {why}"));
+        if instance.len() != stacked.len() {
+            return Err(unstackable(format!("{} tensors, the first instance {}", instance.len(), stacked.len())));
+        }
+        let instance_rows = instance.first().map_or(0, Tensor::rows);
+        for (target, tensor) in stacked.iter_mut().zip(instance) {
+            if tensor.name != target.name || tensor.shape[1..] != target.shape[1..] || tensor.rows() != instance_rows {
+                return Err(unstackable(format!(
+                    "tensor `{}` {:?} does not match `{}`",
+                    tensor.name, tensor.shape, target.name
+                )));
+            }
+            if !target.data.append(&tensor.data) {
+                return Err(unstackable(format!("tensor `{}` has another element type", tensor.name)));
+            }
+        }
+        rows.push(instance_rows);
+    }
+    for tensor in &mut stacked {
+        tensor.shape[0] = rows.iter().sum();
+    }
+    Ok((stacked, rows))
+}
+
+/// Splits a batch's outputs back per instance: `rows[i]` rows for instance `i`.
+pub fn split(outputs: &[Tensor], rows: &[usize]) -> Result<Vec<Vec<Tensor>>, TensorError> {
+    let total: usize = rows.iter().sum();
+    if let Some(tensor) = outputs.iter().find(|tensor| tensor.rows() != total) {
+        return Err(TensorError::Unstackable(format!(
+            "output `{}` has {} rows, the batch {total}",
+            tensor.name,
+            tensor.rows()
+        )));
+    }
+    let mut start = 0;
+    Ok(rows
+        .iter()
+        .map(|&count| {
+            let part = outputs
+                .iter()
+                .map(|tensor| {
+                    let row_len = tensor.shape[1..].iter().product::<usize>();
+                    let mut shape = tensor.shape.clone();
+                    shape[0] = count;
+                    Tensor {
+                        name: tensor.name.clone(),
+                        shape,
+                        data: tensor.data.slice(start * row_len..(start + count) * row_len),
+                    }
+                })
+                .collect();
+            start += count;
+            part
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +224,35 @@ mod tests {
     fn well_formed_tensors_validate() {
         let tensor = Tensor::new("x", vec![2, 3], TensorData::Float32(vec![0.0; 6])).unwrap();
         assert_eq!((tensor.rows(), tensor.byte_size()), (2, 25));
+    }
+
+    fn floats(name: &str, shape: Vec<usize>, values: Vec<f32>) -> Tensor {
+        Tensor::new(name, shape, TensorData::Float32(values)).unwrap()
+    }
+
+    #[test]
+    fn stacking_then_splitting_gives_back_each_instance() {
+        let instances = vec![
+            vec![floats("x", vec![1, 2], vec![1.0, 2.0]), floats("t", vec![1], vec![0.0])],
+            vec![floats("x", vec![2, 2], vec![3.0, 4.0, 5.0, 6.0]), floats("t", vec![2], vec![1.0, 2.0])],
+        ];
+        let (stacked, rows) = stack(&instances).unwrap();
+        assert_eq!(rows, vec![1, 2]);
+        assert_eq!(stacked[0], floats("x", vec![3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+        assert_eq!(stacked[1], floats("t", vec![3], vec![0.0, 1.0, 2.0]));
+        assert_eq!(split(&stacked, &rows).unwrap(), instances);
+    }
+
+    #[test]
+    fn instances_of_different_layouts_do_not_stack() {
+        let one = vec![floats("x", vec![1, 2], vec![1.0, 2.0])];
+        let wider = vec![floats("x", vec![1, 3], vec![1.0, 2.0, 3.0])];
+        let renamed = vec![floats("y", vec![1, 2], vec![1.0, 2.0])];
+        let ints = vec![Tensor::new("x", vec![1, 2], TensorData::Int64(vec![1, 2])).unwrap()];
+        for other in [wider, renamed, ints, vec![]] {
+            assert!(matches!(stack(&[one.clone(), other]), Err(TensorError::Unstackable(_))));
+        }
+        assert!(split(&one, &[2]).is_err());
     }
 
     #[test]

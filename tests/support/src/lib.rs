@@ -87,3 +87,40 @@ pub fn forecourt_binary() -> PathBuf {
         })
         .clone()
 }
+
+/// Makes sure the project's ONNX Runtime library is fetched (scripts/fetch-onnxruntime.sh,
+/// a no-op when it already is), once per test process.
+pub fn ensure_onnxruntime() {
+    static FETCHED: OnceLock<()> = OnceLock::new();
+    FETCHED.get_or_init(|| {
+        let output =
+            Command::new(repo_root().join("scripts/fetch-onnxruntime.sh")).output().expect("the fetch script runs");
+        assert!(
+            output.status.success(),
+            "fetching ONNX Runtime failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    });
+}
+
+/// One line of a model's golden.jsonl: a client request and the original model's outputs.
+#[derive(Debug, Clone)]
+pub struct Golden {
+    pub request: serde_json::Value,
+    pub expected: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The golden rows of an example model (`plugins/<plugin>/model/golden.jsonl`).
+pub fn golden(plugin: &str) -> Vec<Golden> {
+    let path = model_file(plugin, "golden.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    text.lines()
+        .map(|line| {
+            let mut row: serde_json::Value = serde_json::from_str(line).expect("golden rows are JSON");
+            let request = row["request"].take();
+            let expected = row["expected"].as_object().expect("golden rows carry expected outputs").clone();
+            Golden { request, expected }
+        })
+        .collect()
+}
