@@ -27,6 +27,25 @@ plugins: setup ## Build the example plugins and the test fixtures for wasm32-was
 	$(WASM_BUILD) --manifest-path $(PLUGINS)
 	$(WASM_BUILD) --manifest-path $(FIXTURES)
 
+.PHONY: build
+build: setup ## Build the appliance (release).
+	$(CARGO) build --release -p forecourt
+
+EXAMPLES := car-price housing iris
+FORECOURT := $(CARGO) run --release -q -p forecourt --
+
+.PHONY: bundles
+bundles: build plugins ## Assemble the example bundles into bundles/.
+	for plugin in $(EXAMPLES); do $(FORECOURT) bundle build plugins/$$plugin --out bundles --target-dir $(WASM_TARGET_DIR); done
+
+.PHONY: run
+run: bundles ## Build everything and serve the example bundles on 127.0.0.1:8080 (data in ./data).
+	$(FORECOURT) serve
+
+.PHONY: load
+load: bundles ## Load benchmark: car-price at 32 connections with wrk; prints requests/s, p50, p99.
+	bench/load.sh
+
 .PHONY: lint
 lint: setup ## rustfmt and clippy, warnings as errors, on every workspace.
 	$(CARGO) fmt --all --check

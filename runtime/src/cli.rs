@@ -4,31 +4,65 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
+use crate::bundle::{Manifest, build};
+use crate::config::Config;
 use crate::plugin::{PluginConfig, PluginError, PluginHost};
+use crate::telemetry::{LoggingConfig, init_logging};
 
 #[derive(Debug, Parser)]
 #[command(name = "forecourt", version, about = "The Forecourt edge inference appliance")]
 pub struct Cli {
-    /// Log line format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty, env = "FORECOURT_LOG_FORMAT")]
-    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve predictions over HTTP (the appliance).
+    Serve {
+        /// forecourt.toml; without it, defaults and FORECOURT_* environment variables.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Build and inspect bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// Inspect and try preprocessing plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print the effective configuration (defaults, file, environment) as TOML.
+    Config {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Build a plugin crate for wasm32-wasip2 and assemble its bundle.
+    Build {
+        /// The plugin's folder (a crate with model/model.onnx), e.g. plugins/car-price.
+        plugin: PathBuf,
+        /// Where bundles go (`<out>/<name>/<version>/`).
+        #[arg(long, default_value = "bundles")]
+        out: PathBuf,
+        /// Golden rows to keep as smoke-test samples.
+        #[arg(long, default_value_t = build::DEFAULT_SAMPLES)]
+        samples: usize,
+        /// Cargo's target folder for the wasm build (default: cargo's own choice).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
+    /// Print a bundle's manifest and check its files' digests.
+    Inspect {
+        /// The bundle's folder (holding bundle.toml).
+        bundle: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,21 +80,65 @@ pub enum PluginCommand {
     },
 }
 
-/// Logs go to stderr so that command output on stdout stays machine-readable.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FORECOURT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the audit chain of a stopped appliance's data folder; exits 1 if it is broken.
+    Verify {
+        /// The data folder (config `data_dir`).
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Plugin(command) => plugin_command(command),
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config.logging);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(crate::app::serve(config))
+        }
+        Command::Bundle(command) => {
+            init_quiet_logging();
+            bundle_command(command)
+        }
+        Command::Plugin(command) => {
+            init_quiet_logging();
+            plugin_command(command)
+        }
+        Command::Config { config } => {
+            print!("{}", toml::to_string_pretty(&Config::load(config.as_deref())?)?);
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify { data }) => {
+            init_quiet_logging();
+            let report = crate::store::verify_audit_at(&data.join("store"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            anyhow::ensure!(report.ok, "the audit chain is broken");
+            Ok(())
+        }
     }
+}
+
+/// Commands other than `serve` log warnings only, to stderr.
+fn init_quiet_logging() {
+    init_logging(&LoggingConfig { level: "warn".to_owned(), ..LoggingConfig::default() });
+}
+
+fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
+    match command {
+        BundleCommand::Build { plugin, out, samples, target_dir } => {
+            let host = PluginHost::new(&PluginConfig::default(), None)?;
+            let dir = build::build(&plugin, &out, &host, samples, target_dir.as_deref())?;
+            println!("{}", dir.display());
+        }
+        BundleCommand::Inspect { bundle } => {
+            let manifest = Manifest::read(&bundle)?;
+            manifest.verify_files(&bundle).context("the bundle's files do not match its manifest")?;
+            println!("{}", toml::to_string_pretty(&manifest)?);
+        }
+    }
+    Ok(())
 }
 
 fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {

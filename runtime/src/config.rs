@@ -1,7 +1,106 @@
 //! Typed configuration: one struct per concern, every key with a default, validated once
-//! at load with messages naming the key. This module owns the shared error type; each
-//! concern's struct lives beside the code it configures (for example
-//! [`crate::plugin::PluginConfig`]) and is gathered here.
+//! at load with messages naming the key. Each concern's struct lives beside the code it
+//! configures (for example [`crate::plugin::PluginConfig`]); this module gathers them into
+//! [`Config`], loads it, and owns the shared error type.
+//!
+//! Sources, later overriding earlier: built-in defaults, the TOML file, then environment
+//! variables `FORECOURT_<KEY>` for top-level keys and `FORECOURT_<SECTION>__<KEY>` for keys
+//! in a section (`FORECOURT_SERVER__LISTEN=0.0.0.0:8080`, `FORECOURT_STORE__DURABILITY=relaxed`).
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::BundlesConfig;
+use crate::http::ServerConfig;
+use crate::model::OnnxRuntimeConfig;
+use crate::plugin::PluginConfig;
+use crate::store::StoreConfig;
+use crate::telemetry::LoggingConfig;
+
+/// The whole of forecourt.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the appliance keeps its state (the store, compiled plugins).
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub bundles: BundlesConfig,
+    pub plugins: PluginConfig,
+    pub onnxruntime: OnnxRuntimeConfig,
+    pub store: StoreConfig,
+    pub logging: LoggingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            server: ServerConfig::default(),
+            bundles: BundlesConfig::default(),
+            plugins: PluginConfig::default(),
+            onnxruntime: OnnxRuntimeConfig::default(),
+            store: StoreConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+/// Top-level keys and sections: only these environment variables are configuration
+/// (others, such as `FORECOURT_ORT_CACHE` for the fetch script, are not).
+const ENV_KEYS: &[&str] = &["data_dir"];
+const ENV_SECTIONS: &[&str] = &["server", "bundles", "plugins", "onnxruntime", "store", "logging"];
+
+impl Config {
+    /// Defaults, then `file` (which must exist when given), then the environment; validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::new("--config", format!("{} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let env = Env::prefixed("FORECOURT_")
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                match key.split_once("__") {
+                    Some((section, _)) => ENV_SECTIONS.contains(&section),
+                    None => ENV_KEYS.contains(&key.as_str()),
+                }
+            })
+            .split("__");
+        let config: Config = figment.merge(env).extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.plugins.validate()?;
+        self.onnxruntime.validate()?;
+        self.store.validate()?;
+        Ok(())
+    }
+
+    /// The store's folder inside the data folder.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    /// The compiled-plugin cache inside the data folder.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.data_dir.join("plugin-cache")
+    }
+}
+
+fn from_figment(error: figment::Error) -> ConfigError {
+    let key = if error.path.is_empty() { "(file)".to_owned() } else { error.path.join(".") };
+    let source = error.metadata.as_ref().map(|meta| format!(" (from {})", meta.name)).unwrap_or_default();
+    ConfigError::new(key, format!("{}{source}", error.kind))
+}
 
 /// A configuration value that breaks a rule. `key` is the dotted TOML path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,4 +122,34 @@ pub fn check_range<T: PartialOrd + std::fmt::Display>(key: &str, value: T, min: 
         return Err(ConfigError::new(key, format!("must be between {min} and {max}, not {value}")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_gives_the_defaults() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("forecourt.toml");
+        std::fs::write(&file, "data_dir = \"/var/lib/forecourt\"\n[server]\nmax_batch = 10\n").unwrap();
+        let config = Config::load(Some(&file)).unwrap();
+        assert_eq!((config.data_dir, config.server.max_batch), (PathBuf::from("/var/lib/forecourt"), 10));
+
+        std::fs::write(&file, "[server]\nmax_batch = \"many\"\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap_err().key, "server.max_batch");
+        std::fs::write(&file, "[server]\nmax_batch = 0\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap_err().key, "server.max_batch");
+        std::fs::write(&file, "[server]\nlisten_on = \"x\"\n").unwrap();
+        let error = Config::load(Some(&file)).unwrap_err();
+        assert!(error.message.contains("listen_on"), "{error}");
+        assert_eq!(Config::load(Some(&dir.path().join("missing.toml"))).unwrap_err().key, "--config");
+    }
 }

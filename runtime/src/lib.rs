@@ -9,14 +9,21 @@
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
 //! - [`model`]: the ONNX model host (ONNX Runtime through `ort`): library, sessions, runs.
 //! - [`plugin`]: the WebAssembly plugin host (wasmtime): sandbox, limits, artifact cache.
+//! - [`store`]: the durable store (sled): predictions and the audit chain, group-committed.
 //! - [`tensor`]: the tensors plugins produce and models consume.
 //! - [`workers`]: the thread pool that keeps synchronous plugin and model calls off the
 //!   async runtime.
 //! - [`cli`]: the `forecourt` command line.
 
+pub mod app;
+pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod model;
+pub mod pipeline;
 pub mod plugin;
+pub mod store;
+pub mod telemetry;
 pub mod tensor;
 pub mod workers;

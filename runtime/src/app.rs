@@ -1,0 +1,146 @@
+//! The appliance: wires configuration, store, plugin and model hosts, registry, pipeline
+//! and HTTP server together, and runs them from start-up to a clean shutdown.
+//!
+//! Start-up order matters: the listener is bound and answering (not ready) before the
+//! bundles load, so health checks see "starting" rather than a refused connection; the
+//! store opens first so every later step can be audited.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::bundle::{BundleLoader, Registry};
+use crate::config::Config;
+use crate::http::{self, AppState, Readiness};
+use crate::model::OnnxRuntime;
+use crate::pipeline::Pipeline;
+use crate::plugin::PluginHost;
+use crate::store::{AuditKind, Store};
+use crate::telemetry::{Metrics, SystemMonitor, names};
+use crate::workers::WorkerPool;
+
+/// Runs the appliance until SIGTERM or SIGINT, then drains and shuts down cleanly.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::install();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
+    let (store, recovery) = Store::open(&config.store_dir(), &config.store).context("cannot open the store")?;
+    if recovery.unclean_shutdown {
+        tracing::warn!("the previous run did not shut down cleanly; recovered the store");
+        store.audit(AuditKind::CrashRecovery, json!({})).await?;
+    }
+    store.audit(AuditKind::Started, json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})).await?;
+    store.audit(AuditKind::ConfigLoaded, serde_json::to_value(&config)?).await?;
+
+    let onnx = OnnxRuntime::init(&config.onnxruntime)?;
+    let plugins = Arc::new(PluginHost::new(&config.plugins, Some(config.plugin_cache_dir()))?);
+    let registry = Arc::new(Registry::new(BundleLoader::new(plugins, onnx.clone(), config.server.workers)));
+    let workers = WorkerPool::new("inference", config.server.workers, config.server.queue_capacity)?;
+    let pipeline = Arc::new(Pipeline::new(
+        Arc::clone(&registry),
+        workers,
+        store.clone(),
+        config.store.store_inputs,
+        config.server.max_batch,
+    ));
+    let readiness = Arc::new(Readiness::default());
+    let state = AppState {
+        pipeline,
+        readiness: Arc::clone(&readiness),
+        metrics,
+        system: Arc::new(SystemMonitor::new(&config.data_dir)),
+        onnx,
+        config: Arc::new(config.server.clone()),
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let address = listener.local_addr()?;
+    // A machine-readable line on stdout: scripts and tests learn the port from it.
+    println!("forecourt listening on http://{address}");
+    tracing::info!(%address, "listening");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(http::serve(listener, http::router(state), wait_for(stopped.clone())));
+
+    load_bundles(&registry, &store, &config.bundles.dir).await?;
+    readiness.set_ready();
+    tracing::info!("ready");
+
+    shutdown_signal().await;
+    readiness.set_draining();
+    tracing::info!("draining in-flight requests");
+    let _ = stop.send(true);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result??,
+        Err(_) => tracing::warn!(?grace, "requests still in flight after the grace period"),
+    }
+    store.audit(AuditKind::Shutdown, json!({"reason": "signal"})).await?;
+    store.close().await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Loads every bundle in `dir`, auditing each outcome; the appliance serves what loaded.
+async fn load_bundles(registry: &Arc<Registry>, store: &Store, dir: &Path) -> anyhow::Result<()> {
+    let loader = Arc::clone(registry);
+    let dir_owned = dir.to_owned();
+    let reports = tokio::task::spawn_blocking(move || loader.load_dir(&dir_owned)).await?;
+    if reports.is_empty() {
+        tracing::warn!(dir = %dir.display(), "no bundles found; build some with `forecourt bundle build`");
+    }
+    for report in reports {
+        match report.result {
+            Ok((name, version)) => {
+                tracing::info!(bundle = %name, %version, "bundle loaded");
+                store
+                    .audit(
+                        AuditKind::BundleLoaded,
+                        json!({"bundle": name, "version": version.to_string(), "dir": report.dir}),
+                    )
+                    .await?;
+            }
+            Err(error) => {
+                tracing::error!(dir = %report.dir.display(), %error, "bundle rejected");
+                store.audit(AuditKind::BundleRejected, json!({"dir": report.dir, "reason": error.to_string()})).await?;
+            }
+        }
+    }
+    for summary in registry.summaries() {
+        store
+            .audit(AuditKind::BundleActivated, json!({"bundle": summary.name, "version": summary.active_version}))
+            .await?;
+        for version in &summary.versions {
+            let active = if *version == summary.active_version { 1.0 } else { 0.0 };
+            metrics::gauge!(names::BUNDLES, "bundle" => summary.name.clone(), "version" => version.clone()).set(active);
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
+}
+
+/// SIGTERM (systemd, the fleet) or SIGINT (a terminal).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

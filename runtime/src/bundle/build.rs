@@ -1,0 +1,130 @@
+//! `forecourt bundle build <plugin folder>`: builds the plugin for wasm32-wasip2 and
+//! assembles a bundle beside its model:
+//!
+//! ```text
+//! plugins/car-price/            ->  <out>/car-price/1.0.0/
+//!   Cargo.toml, src/                  preprocess.wasm
+//!   model/model.onnx                  model.onnx
+//!   model/golden.jsonl (samples)      bundle.toml (digests, describe, samples)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use semver::Version;
+use sha2::{Digest, Sha256};
+
+use super::error::BundleError;
+use super::manifest::{BundleInfo, FileRef, MODEL_FILE, Manifest, PLUGIN_FILE, Sample};
+use crate::plugin::PluginHost;
+
+/// How many golden rows become the bundle's smoke-test samples.
+pub const DEFAULT_SAMPLES: usize = 3;
+
+fn build_error(reason: impl Into<String>) -> BundleError {
+    BundleError::Build { reason: reason.into() }
+}
+
+/// Builds the plugin crate in `plugin_dir` and writes the bundle under `out`; returns the
+/// bundle's folder.
+pub fn build(
+    plugin_dir: &Path,
+    out: &Path,
+    host: &PluginHost,
+    samples: usize,
+    target_dir: Option<&Path>,
+) -> Result<PathBuf, BundleError> {
+    let wasm = compile_plugin(plugin_dir, target_dir)?;
+    let model = plugin_dir.join("model").join(MODEL_FILE);
+    if !model.is_file() {
+        return Err(build_error(format!("{} does not exist", model.display())));
+    }
+    let plugin = host.load(&wasm).map_err(|error| build_error(error.to_string()))?;
+    let info = plugin.info();
+    let version = Version::parse(&info.version)
+        .map_err(|error| build_error(format!("plugin version {:?} is not semver: {error}", info.version)))?;
+
+    let dir = out.join(&info.name).join(version.to_string());
+    std::fs::create_dir_all(&dir).map_err(|error| build_error(format!("{}: {error}", dir.display())))?;
+    let copy = |from: &Path, name: &str| -> Result<String, BundleError> {
+        let bytes = std::fs::read(from).map_err(|error| build_error(format!("{}: {error}", from.display())))?;
+        std::fs::write(dir.join(name), &bytes).map_err(|error| build_error(format!("{}: {error}", dir.display())))?;
+        Ok(hex::encode(Sha256::digest(&bytes)))
+    };
+    let manifest = Manifest {
+        bundle: BundleInfo {
+            name: info.name.clone(),
+            version,
+            description: info.description.clone(),
+            min_runtime_version: Version::parse(env!("CARGO_PKG_VERSION")).expect("the crate version is semver"),
+        },
+        plugin: FileRef { file: PLUGIN_FILE.to_owned(), sha256: copy(&wasm, PLUGIN_FILE)? },
+        model: FileRef { file: MODEL_FILE.to_owned(), sha256: copy(&model, MODEL_FILE)? },
+        inputs: info.inputs.clone(),
+        outputs: info.outputs.clone(),
+        samples: golden_samples(&plugin_dir.join("model").join("golden.jsonl"), samples)?,
+    };
+    manifest.write(&dir)?;
+    Ok(dir)
+}
+
+/// `cargo build --release --target wasm32-wasip2` of the plugin crate; the component's path.
+fn compile_plugin(plugin_dir: &Path, target_dir: Option<&Path>) -> Result<PathBuf, BundleError> {
+    let manifest = plugin_dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(build_error(format!("{} is not a plugin crate (no Cargo.toml)", plugin_dir.display())));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"])
+        .arg("--manifest-path")
+        .arg(&manifest);
+    if let Some(target_dir) = target_dir {
+        command.arg("--target-dir").arg(target_dir);
+    }
+    let output = command.output().map_err(|error| build_error(format!("cannot run cargo: {error}")))?;
+    if !output.status.success() {
+        return Err(build_error(format!("cargo build failed:\n{}", String::from_utf8_lossy(&output.stderr))));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| message["manifest_path"].as_str().map(Path::new) == manifest.canonicalize().ok().as_deref())
+        .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
+        .filter_map(|file| file.as_str().map(PathBuf::from))
+        .find(|file| file.extension().is_some_and(|ext| ext == "wasm"))
+        .ok_or_else(|| build_error("cargo built no .wasm component; is the crate a cdylib?"))
+}
+
+/// The first `count` rows of golden.jsonl as samples (none if the file is absent).
+fn golden_samples(path: &Path, count: usize) -> Result<Vec<Sample>, BundleError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        tracing::warn!(path = %path.display(), "no golden rows: the bundle has no smoke-test samples");
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .take(count)
+        .enumerate()
+        .map(|(index, line)| {
+            let row: serde_json::Value = serde_json::from_str(line)
+                .map_err(|error| build_error(format!("{} line {}: {error}", path.display(), index + 1)))?;
+            let expected = row["expected"]
+                .as_object()
+                .ok_or_else(|| build_error(format!("{} line {} has no expected outputs", path.display(), index + 1)))?
+                .iter()
+                .map(|(name, value)| (name.clone(), flatten(value)))
+                .collect::<BTreeMap<_, _>>();
+            Ok(Sample { request: row["request"].to_string(), expected, tolerance: None })
+        })
+        .collect()
+}
+
+fn flatten(value: &serde_json::Value) -> Vec<f64> {
+    match value {
+        serde_json::Value::Array(items) => items.iter().flat_map(flatten).collect(),
+        other => other.as_f64().into_iter().collect(),
+    }
+}

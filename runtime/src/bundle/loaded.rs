@@ -1,0 +1,304 @@
+//! A loaded bundle and its synchronous inference.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use semver::Version;
+use serde_json::{Map, Value};
+
+use super::error::{BundleError, InferenceError};
+use super::manifest::{DEFAULT_TOLERANCE, Manifest};
+use crate::model::{Model, ModelError, OnnxRuntime};
+use crate::plugin::{Plugin, PluginHost};
+use crate::tensor::{Tensor, TensorData, split, stack};
+
+/// Loads bundles: checks, plugin and model, the interface between them, and the samples.
+#[derive(Debug, Clone)]
+pub struct BundleLoader {
+    plugins: Arc<PluginHost>,
+    onnx: OnnxRuntime,
+    sessions_per_model: usize,
+}
+
+impl BundleLoader {
+    /// `sessions_per_model`: how many runs of one model may proceed at once (the workers).
+    pub fn new(plugins: Arc<PluginHost>, onnx: OnnxRuntime, sessions_per_model: usize) -> Self {
+        Self { plugins, onnx, sessions_per_model }
+    }
+
+    pub fn plugin_host(&self) -> &PluginHost {
+        &self.plugins
+    }
+
+    /// Loads the bundle in `dir` and checks it: the files' digests, the runtime version,
+    /// the plugin against the manifest, the plugin's tensors against the model, and every
+    /// sample request against its expected outputs.
+    pub fn load(&self, dir: &Path) -> Result<Bundle, BundleError> {
+        let manifest = Manifest::read(dir)?;
+        let (name, version) = (manifest.bundle.name.clone(), manifest.bundle.version.to_string());
+        let running = Version::parse(env!("CARGO_PKG_VERSION")).expect("the crate version is semver");
+        if manifest.bundle.min_runtime_version > running {
+            return Err(BundleError::RuntimeTooOld {
+                name,
+                version,
+                required: manifest.bundle.min_runtime_version.to_string(),
+                running: running.to_string(),
+            });
+        }
+        manifest.verify_files(dir)?;
+        let plugin = self.plugins.load(&manifest.plugin_path(dir)).map_err(|source| BundleError::Plugin {
+            name: name.clone(),
+            version: version.clone(),
+            source,
+        })?;
+        let model = Model::load(&self.onnx, &manifest.model_path(dir), self.sessions_per_model)
+            .map_err(|source| BundleError::Model { name: name.clone(), version: version.clone(), source })?;
+        let bundle = Bundle { manifest, dir: dir.to_owned(), plugin, model };
+        bundle.check().map_err(|reason| BundleError::Check { name, version, reason })?;
+        Ok(bundle)
+    }
+}
+
+/// A bundle ready to serve: its manifest, plugin and model.
+#[derive(Debug)]
+pub struct Bundle {
+    manifest: Manifest,
+    dir: PathBuf,
+    plugin: Plugin,
+    model: Model,
+}
+
+/// One answered request.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    /// The response object: the plugin's shape, or the default one.
+    pub response: Map<String, Value>,
+    /// This request's rows of the model's raw outputs.
+    pub outputs: Vec<Tensor>,
+    /// Time in the plugin (preprocess and postprocess) for this request.
+    pub plugin_time: Duration,
+    /// Time of the model run this request was part of.
+    pub inference_time: Duration,
+}
+
+impl Bundle {
+    pub fn name(&self) -> &str {
+        &self.manifest.bundle.name
+    }
+
+    pub fn version(&self) -> &Version {
+        &self.manifest.bundle.version
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// One request through a fresh plugin instance (preprocess and postprocess) and one
+    /// model run.
+    pub fn infer(&self, request: &str) -> Result<Inference, InferenceError> {
+        let started = Instant::now();
+        let mut instance = self.plugin.instantiate()?;
+        let tensors = instance.preprocess(request)?;
+        let preprocessed = started.elapsed();
+        let run_started = Instant::now();
+        let outputs = self.model.run(&tensors)?;
+        let inference_time = run_started.elapsed();
+        let post_started = Instant::now();
+        let response = match instance.postprocess(request, &outputs)? {
+            Some(response) => response,
+            None => default_response(&outputs),
+        };
+        Ok(Inference { response, outputs, plugin_time: preprocessed + post_started.elapsed(), inference_time })
+    }
+
+    /// A batch: each request preprocessed in its own instance, the valid ones stacked
+    /// into one model run, each postprocessed in its own instance. One request's failure
+    /// is its own: the others are answered.
+    pub fn infer_batch(&self, requests: &[&str]) -> Vec<Result<Inference, InferenceError>> {
+        let mut plugin_times = vec![Duration::ZERO; requests.len()];
+        let mut failures: Vec<Option<InferenceError>> = Vec::with_capacity(requests.len());
+        let mut instances = Vec::with_capacity(requests.len());
+        for (request, time) in requests.iter().zip(&mut plugin_times) {
+            let started = Instant::now();
+            let prepared = self.prepare(request);
+            *time = started.elapsed();
+            match prepared {
+                Ok(tensors) => {
+                    instances.push(tensors);
+                    failures.push(None);
+                }
+                Err(error) => failures.push(Some(error)),
+            }
+        }
+
+        let run_started = Instant::now();
+        let run = self.run_stacked(&instances);
+        let inference_time = run_started.elapsed();
+        let mut outputs: Box<dyn Iterator<Item = Result<Vec<Tensor>, InferenceError>>> = match run {
+            Ok(per_instance) => Box::new(per_instance.into_iter().map(Ok)),
+            Err(error) => {
+                let reason = error.to_string();
+                Box::new(std::iter::repeat_with(move || Err(ModelError::Run { reason: reason.clone() }.into())))
+            }
+        };
+
+        failures
+            .into_iter()
+            .zip(requests.iter().zip(plugin_times))
+            .map(|(failure, (request, plugin_time))| {
+                if let Some(error) = failure {
+                    return Err(error);
+                }
+                let outputs = outputs.next().expect("one model result per valid instance")?;
+                let started = Instant::now();
+                let response = self.postprocess_fresh(request, &outputs)?;
+                Ok(Inference { response, outputs, plugin_time: plugin_time + started.elapsed(), inference_time })
+            })
+            .collect()
+    }
+
+    /// One request's tensors, checked against the model.
+    fn prepare(&self, request: &str) -> Result<Vec<Tensor>, InferenceError> {
+        let tensors = self.plugin.preprocess(request)?;
+        self.model.check_inputs(&tensors)?;
+        Ok(tensors)
+    }
+
+    fn run_stacked(&self, instances: &[Vec<Tensor>]) -> Result<Vec<Vec<Tensor>>, InferenceError> {
+        if instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (batch, rows) = stack(instances)?;
+        let outputs = self.model.run(&batch)?;
+        Ok(split(&outputs, &rows)?)
+    }
+
+    fn postprocess_fresh(&self, request: &str, outputs: &[Tensor]) -> Result<Map<String, Value>, InferenceError> {
+        let mut instance = self.plugin.instantiate()?;
+        Ok(instance.postprocess(request, outputs)?.unwrap_or_else(|| default_response(outputs)))
+    }
+
+    /// The checks run at load (see [`BundleLoader::load`]); the reason names what failed.
+    pub fn check(&self) -> Result<(), String> {
+        let info = self.plugin.info();
+        let declared: Vec<&str> = self.manifest.inputs.iter().map(|field| field.name.as_str()).collect();
+        let described: Vec<&str> = info.inputs.iter().map(|field| field.name.as_str()).collect();
+        if !self.manifest.inputs.is_empty() && declared != described {
+            return Err(format!("the manifest lists inputs {declared:?} but the plugin describes {described:?}"));
+        }
+        for (index, sample) in self.manifest.samples.iter().enumerate() {
+            let tensors = self.plugin.preprocess(&sample.request).map_err(|e| format!("sample {index}: {e}"))?;
+            self.model
+                .check_inputs(&tensors)
+                .map_err(|e| format!("sample {index}: the plugin's output does not fit the model: {e}"))?;
+            let inference = self.infer(&sample.request).map_err(|e| format!("sample {index}: {e}"))?;
+            let tolerance = sample.tolerance.unwrap_or(DEFAULT_TOLERANCE);
+            for (name, expected) in &sample.expected {
+                let output = inference
+                    .outputs
+                    .iter()
+                    .find(|tensor| &tensor.name == name)
+                    .ok_or_else(|| format!("sample {index}: the model has no output `{name}`"))?;
+                compare(output, expected, tolerance).map_err(|e| format!("sample {index}: output `{name}`: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn compare(output: &Tensor, expected: &[f64], tolerance: f64) -> Result<(), String> {
+    let actual: Vec<f64> = match &output.data {
+        TensorData::Float32(values) => values.iter().map(|&v| f64::from(v)).collect(),
+        TensorData::Float64(values) => values.clone(),
+        TensorData::Int64(values) => values.iter().map(|&v| v as f64).collect(),
+        TensorData::Text(_) => return Err("text outputs cannot be compared with numbers".to_owned()),
+    };
+    if actual.len() != expected.len() {
+        return Err(format!("expected {} values, got {}", expected.len(), actual.len()));
+    }
+    for (a, e) in actual.iter().zip(expected) {
+        if (a - e).abs() > tolerance * e.abs().max(f64::MIN_POSITIVE) {
+            return Err(format!("expected {e}, got {a} (relative tolerance {tolerance})"));
+        }
+    }
+    Ok(())
+}
+
+/// The host's response shape when the plugin leaves it: each output by name, without
+/// the row dimension when the request has one row, and a single value as a number.
+pub fn default_response(outputs: &[Tensor]) -> Map<String, Value> {
+    outputs.iter().map(|tensor| (tensor.name.clone(), tensor_json(tensor))).collect()
+}
+
+fn tensor_json(tensor: &Tensor) -> Value {
+    let values: Vec<Value> = match &tensor.data {
+        TensorData::Float32(values) => values.iter().map(|&v| Value::from(f64::from(v))).collect(),
+        TensorData::Float64(values) => values.iter().map(|&v| Value::from(v)).collect(),
+        TensorData::Int64(values) => values.iter().map(|&v| Value::from(v)).collect(),
+        TensorData::Text(values) => values.iter().map(|v| Value::from(v.as_str())).collect(),
+    };
+    let mut shape: &[usize] = &tensor.shape;
+    if shape.first() == Some(&1) {
+        shape = &shape[1..];
+    }
+    if shape.iter().product::<usize>() == 1 && values.len() == 1 {
+        return values.into_iter().next().unwrap_or(Value::Null);
+    }
+    nest(&values, shape)
+}
+
+/// Row-major values as nested arrays of `shape`.
+fn nest(values: &[Value], shape: &[usize]) -> Value {
+    match shape {
+        [] | [_] => Value::Array(values.to_vec()),
+        [_, rest @ ..] => {
+            let chunk = rest.iter().product::<usize>().max(1);
+            Value::Array(values.chunks(chunk).map(|part| nest(part, rest)).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tensor(name: &str, shape: Vec<usize>, values: Vec<f32>) -> Tensor {
+        Tensor::new(name, shape, TensorData::Float32(values)).unwrap()
+    }
+
+    #[test]
+    fn the_default_shape_drops_a_single_row_and_unwraps_single_values() {
+        let outputs = vec![
+            tensor("price", vec![1, 1], vec![1.5]),
+            tensor("probabilities", vec![1, 3], vec![0.25, 0.5, 0.25]),
+            tensor("grid", vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]),
+        ];
+        assert_eq!(
+            Value::Object(default_response(&outputs)),
+            json!({"price": 1.5, "probabilities": [0.25, 0.5, 0.25], "grid": [[1.0, 2.0], [3.0, 4.0]]})
+        );
+    }
+
+    #[test]
+    fn samples_compare_within_a_relative_tolerance() {
+        let output = tensor("price", vec![2, 1], vec![100.0, 200.0]);
+        assert!(compare(&output, &[100.05, 200.0], 1e-3).is_ok());
+        assert!(compare(&output, &[101.0, 200.0], 1e-3).is_err());
+        assert!(compare(&output, &[100.0], 1e-3).is_err());
+    }
+}

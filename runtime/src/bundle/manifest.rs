@@ -1,0 +1,215 @@
+//! `bundle.toml`: what a bundle is, and the checks of the files it names.
+//!
+//! ```toml
+//! [bundle]
+//! name = "car-price"
+//! version = "1.0.0"
+//! description = "Used-car valuation"
+//! min_runtime_version = "0.1.0"
+//!
+//! [plugin]
+//! file = "preprocess.wasm"
+//! sha256 = "…"
+//!
+//! [model]
+//! file = "model.onnx"
+//! sha256 = "…"
+//!
+//! [[inputs]]    # the plugin's `describe`: name, type, required, unit, minimum, …
+//! [[outputs]]   # name, description, unit
+//!
+//! [[samples]]   # smoke tests: a client request and the model's expected raw outputs
+//! request = '{"make": "saab", …}'
+//! expected = { price = [21000.5] }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::error::BundleError;
+use crate::plugin::{FieldSpec, OutputSpec};
+
+pub const MANIFEST_FILE: &str = "bundle.toml";
+pub const PLUGIN_FILE: &str = "preprocess.wasm";
+pub const MODEL_FILE: &str = "model.onnx";
+
+/// Relative tolerance of sample outputs unless a sample says otherwise.
+pub const DEFAULT_TOLERANCE: f64 = 1e-3;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub bundle: BundleInfo,
+    pub plugin: FileRef,
+    pub model: FileRef,
+    #[serde(default)]
+    pub inputs: Vec<FieldSpec>,
+    #[serde(default)]
+    pub outputs: Vec<OutputSpec>,
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleInfo {
+    pub name: String,
+    pub version: Version,
+    #[serde(default)]
+    pub description: String,
+    pub min_runtime_version: Version,
+}
+
+/// A file of the bundle and its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRef {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// A request and the model's expected raw outputs (row-major, per output name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sample {
+    /// The request exactly as a client sends it (JSON text).
+    pub request: String,
+    pub expected: BTreeMap<String, Vec<f64>>,
+    /// Relative tolerance; [`DEFAULT_TOLERANCE`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+}
+
+impl Manifest {
+    /// Reads `dir/bundle.toml` and checks its fields (not yet the files: see [`Manifest::verify_files`]).
+    pub fn read(dir: &Path) -> Result<Self, BundleError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|error| BundleError::Read { path: path.clone(), reason: error.to_string() })?;
+        let manifest: Manifest = toml::from_str(&text)
+            .map_err(|error| BundleError::Manifest { path: path.clone(), reason: error.to_string() })?;
+        manifest.validate().map_err(|reason| BundleError::Manifest { path, reason })?;
+        Ok(manifest)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), BundleError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = toml::to_string_pretty(self)
+            .map_err(|error| BundleError::Manifest { path: path.clone(), reason: error.to_string() })?;
+        std::fs::write(&path, text).map_err(|error| BundleError::Read { path, reason: error.to_string() })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let name = &self.bundle.name;
+        if name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(format!("bundle.name {name:?} must be lowercase letters, digits, '-' or '_'"));
+        }
+        for (key, file) in [("plugin", &self.plugin), ("model", &self.model)] {
+            if file.file.is_empty() || file.file.contains('/') || file.file.starts_with('.') {
+                return Err(format!("{key}.file {:?} must be a plain file name inside the bundle", file.file));
+            }
+            if file.sha256.len() != 64 || !file.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!("{key}.sha256 must be 64 hex digits"));
+            }
+        }
+        for (index, sample) in self.samples.iter().enumerate() {
+            if serde_json::from_str::<serde_json::Value>(&sample.request).is_err() {
+                return Err(format!("samples[{index}].request is not JSON"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the plugin and model files hash to the manifest's digests.
+    pub fn verify_files(&self, dir: &Path) -> Result<(), BundleError> {
+        for file in [&self.plugin, &self.model] {
+            let actual = sha256_file(&dir.join(&file.file))?;
+            if !actual.eq_ignore_ascii_case(&file.sha256) {
+                return Err(BundleError::Digest {
+                    dir: dir.to_owned(),
+                    file: file.file.clone(),
+                    expected: file.sha256.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn plugin_path(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.plugin.file)
+    }
+
+    pub fn model_path(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.model.file)
+    }
+}
+
+/// Hex sha256 of a file's contents.
+pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
+    let bytes =
+        std::fs::read(path).map_err(|error| BundleError::Read { path: path.to_owned(), reason: error.to_string() })?;
+    Ok(hex::encode(Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            bundle: BundleInfo {
+                name: "cars".into(),
+                version: Version::new(1, 2, 0),
+                description: "test".into(),
+                min_runtime_version: Version::new(0, 1, 0),
+            },
+            plugin: FileRef { file: PLUGIN_FILE.into(), sha256: hex::encode(Sha256::digest(b"wasm")) },
+            model: FileRef { file: MODEL_FILE.into(), sha256: hex::encode(Sha256::digest(b"onnx")) },
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            samples: vec![Sample {
+                request: r#"{"a": 1}"#.into(),
+                expected: BTreeMap::from([("price".into(), vec![1.5])]),
+                tolerance: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_manifest_round_trips_and_its_files_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PLUGIN_FILE), b"wasm").unwrap();
+        std::fs::write(dir.path().join(MODEL_FILE), b"onnx").unwrap();
+        manifest().write(dir.path()).unwrap();
+        let read = Manifest::read(dir.path()).unwrap();
+        assert_eq!(read, manifest());
+        read.verify_files(dir.path()).unwrap();
+
+        std::fs::write(dir.path().join(MODEL_FILE), b"onnx, tampered").unwrap();
+        match read.verify_files(dir.path()) {
+            Err(BundleError::Digest { file, .. }) => assert_eq!(file, MODEL_FILE),
+            other => panic!("expected a digest mismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_fields_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bad = manifest();
+        bad.plugin.file = "../escape.wasm".into();
+        bad.write(dir.path()).unwrap();
+        let error = Manifest::read(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("plugin.file"), "{error}");
+
+        std::fs::write(dir.path().join(MANIFEST_FILE), "[bundle]\nname = \"cars\"\nversion = \"one\"\n").unwrap();
+        let error = Manifest::read(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("version"), "{error}");
+    }
+}

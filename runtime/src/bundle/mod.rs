@@ -1,0 +1,25 @@
+//! Bundles: the versioned unit a model ships in (a `bundle.toml` manifest beside
+//! `preprocess.wasm` and `model.onnx`), and the registry that owns the loaded ones.
+//!
+//! - [`Manifest`]: the manifest's format, reading, and checks of the files it names.
+//! - [`Bundle`]: a loaded bundle (plugin + model) and its synchronous inference: one
+//!   request or a batch through plugin and model.
+//! - [`Registry`]: every loaded version of every bundle, one active version per name,
+//!   switched atomically while requests are in flight.
+//! - [`build`]: `forecourt bundle build`, assembling a bundle from a plugin folder.
+//!
+//! This module knows nothing of HTTP, the store or the worker pool: callers run its
+//! synchronous calls where they see fit.
+
+pub mod build;
+mod config;
+mod error;
+mod loaded;
+mod manifest;
+mod registry;
+
+pub use config::BundlesConfig;
+pub use error::{BundleError, InferenceError};
+pub use loaded::{Bundle, BundleLoader, Inference, default_response};
+pub use manifest::{MANIFEST_FILE, MODEL_FILE, Manifest, PLUGIN_FILE, Sample};
+pub use registry::{BundleSummary, LoadReport, Registry};

@@ -1,0 +1,205 @@
+//! The registry: every loaded bundle version, and the active version of each name.
+//!
+//! Readers take the current snapshot through an atomic pointer (arc-swap) and clone the
+//! `Arc` of the bundle they need, so a request finishes on the version it started with
+//! however the active version changes meanwhile; a switch is one pointer store. Writers
+//! (loading, activation, removal) are serialised and copy the small snapshot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use semver::Version;
+use serde::Serialize;
+
+use super::error::BundleError;
+use super::loaded::{Bundle, BundleLoader};
+use super::manifest::MANIFEST_FILE;
+use crate::plugin::{FieldSpec, OutputSpec};
+
+#[derive(Debug, Default, Clone)]
+struct Snapshot {
+    names: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    versions: BTreeMap<Version, Arc<Bundle>>,
+    active: Version,
+}
+
+/// What loading one bundle folder gave.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub dir: PathBuf,
+    pub result: Result<(String, Version), BundleError>,
+}
+
+/// A bundle name's state, for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct BundleSummary {
+    pub name: String,
+    pub active_version: String,
+    pub versions: Vec<String>,
+    pub description: String,
+    pub plugin_sha256: String,
+    pub model_sha256: String,
+    pub inputs: Vec<FieldSpec>,
+    pub outputs: Vec<OutputSpec>,
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    loader: BundleLoader,
+    state: ArcSwap<Snapshot>,
+    writer: Mutex<()>,
+}
+
+impl Registry {
+    pub fn new(loader: BundleLoader) -> Self {
+        Self { loader, state: ArcSwap::from_pointee(Snapshot::default()), writer: Mutex::new(()) }
+    }
+
+    pub fn loader(&self) -> &BundleLoader {
+        &self.loader
+    }
+
+    /// Loads every bundle under `dir` (`<name>/<version>/bundle.toml`, or a bundle folder
+    /// directly inside). The highest version of each name becomes active.
+    pub fn load_dir(&self, dir: &Path) -> Vec<LoadReport> {
+        let mut reports: Vec<LoadReport> = bundle_dirs(dir)
+            .into_iter()
+            .map(|dir| {
+                let result = self.loader.load(&dir).and_then(|bundle| self.insert(bundle));
+                LoadReport { dir, result }
+            })
+            .collect();
+        for (name, version) in
+            reports.iter().filter_map(|report| report.result.as_ref().ok()).cloned().collect::<Vec<_>>()
+        {
+            let highest =
+                self.state.load().names.get(&name).and_then(|entry| entry.versions.keys().next_back().cloned());
+            if highest.as_ref() == Some(&version) {
+                let _ = self.activate(&name, &version);
+            }
+        }
+        reports.sort_by(|a, b| a.dir.cmp(&b.dir));
+        reports
+    }
+
+    /// Adds a loaded bundle; it becomes active if its name had none.
+    pub fn insert(&self, bundle: Bundle) -> Result<(String, Version), BundleError> {
+        let _writer = self.lock_writer();
+        let (name, version) = (bundle.name().to_owned(), bundle.version().clone());
+        let mut snapshot = Snapshot::clone(&self.state.load());
+        let entry = snapshot
+            .names
+            .entry(name.clone())
+            .or_insert_with(|| Entry { versions: BTreeMap::new(), active: version.clone() });
+        if entry.versions.contains_key(&version) {
+            return Err(BundleError::AlreadyLoaded { name, version: version.to_string() });
+        }
+        entry.versions.insert(version.clone(), Arc::new(bundle));
+        self.state.store(Arc::new(snapshot));
+        Ok((name, version))
+    }
+
+    /// The active version of `name`.
+    pub fn active(&self, name: &str) -> Option<Arc<Bundle>> {
+        let snapshot = self.state.load();
+        let entry = snapshot.names.get(name)?;
+        entry.versions.get(&entry.active).cloned()
+    }
+
+    /// A specific version of `name`, active or not.
+    pub fn version(&self, name: &str, version: &Version) -> Option<Arc<Bundle>> {
+        self.state.load().names.get(name)?.versions.get(version).cloned()
+    }
+
+    /// Makes `version` the active version of `name`; returns the previous one.
+    pub fn activate(&self, name: &str, version: &Version) -> Result<Version, BundleError> {
+        let _writer = self.lock_writer();
+        let mut snapshot = Snapshot::clone(&self.state.load());
+        let entry = snapshot.names.get_mut(name).ok_or_else(|| BundleError::UnknownBundle { name: name.to_owned() })?;
+        if !entry.versions.contains_key(version) {
+            return Err(BundleError::UnknownVersion { name: name.to_owned(), version: version.to_string() });
+        }
+        let previous = std::mem::replace(&mut entry.active, version.clone());
+        self.state.store(Arc::new(snapshot));
+        tracing::info!(bundle = name, %version, %previous, "bundle activated");
+        Ok(previous)
+    }
+
+    /// Unloads an inactive version. In-flight requests holding it finish first.
+    pub fn remove(&self, name: &str, version: &Version) -> Result<(), BundleError> {
+        let _writer = self.lock_writer();
+        let mut snapshot = Snapshot::clone(&self.state.load());
+        let entry = snapshot.names.get_mut(name).ok_or_else(|| BundleError::UnknownBundle { name: name.to_owned() })?;
+        if &entry.active == version {
+            return Err(BundleError::Check {
+                name: name.to_owned(),
+                version: version.to_string(),
+                reason: "the active version cannot be removed; activate another first".to_owned(),
+            });
+        }
+        entry
+            .versions
+            .remove(version)
+            .ok_or_else(|| BundleError::UnknownVersion { name: name.to_owned(), version: version.to_string() })?;
+        self.state.store(Arc::new(snapshot));
+        Ok(())
+    }
+
+    /// Every bundle name with its active version, sorted by name.
+    pub fn summaries(&self) -> Vec<BundleSummary> {
+        let snapshot = self.state.load();
+        snapshot
+            .names
+            .iter()
+            .filter_map(|(name, entry)| {
+                let active = entry.versions.get(&entry.active)?;
+                let info = active.plugin().info();
+                Some(BundleSummary {
+                    name: name.clone(),
+                    active_version: entry.active.to_string(),
+                    versions: entry.versions.keys().map(Version::to_string).collect(),
+                    description: active.manifest().bundle.description.clone(),
+                    plugin_sha256: active.plugin().sha256().to_owned(),
+                    model_sha256: active.model().sha256().to_owned(),
+                    inputs: info.inputs.clone(),
+                    outputs: info.outputs.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every version of `name`, ascending.
+    pub fn versions(&self, name: &str) -> Vec<Arc<Bundle>> {
+        self.state.load().names.get(name).map(|entry| entry.versions.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Folders holding a bundle.toml, one or two levels below `dir`, sorted.
+fn bundle_dirs(dir: &Path) -> Vec<PathBuf> {
+    let children = |dir: &Path| -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| entries.filter_map(|entry| Some(entry.ok()?.path())).filter(|path| path.is_dir()).collect())
+            .unwrap_or_default();
+        found.sort();
+        found
+    };
+    let mut dirs = Vec::new();
+    for child in children(dir) {
+        if child.join(MANIFEST_FILE).is_file() {
+            dirs.push(child);
+        } else {
+            dirs.extend(children(&child).into_iter().filter(|grandchild| grandchild.join(MANIFEST_FILE).is_file()));
+        }
+    }
+    dirs
+}

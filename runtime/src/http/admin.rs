@@ -1,0 +1,210 @@
+//! Health, metrics, bundles, stored predictions and the audit trail.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::bundle::BundleSummary;
+use crate::store::{AuditRecord, AuditReport, PredictionRecord, StoreStats};
+use crate::telemetry::SystemFigures;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ready`, `starting` or `draining`.
+    pub status: &'static str,
+    pub ready: bool,
+}
+
+fn health_of(state: &AppState) -> Health {
+    let ready = state.readiness.is_ready();
+    Health { status: state.readiness.status(), ready }
+}
+
+/// Readiness: 200 when serving, 503 while loading or draining.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let health = health_of(&state);
+    let status = if health.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(health))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DetailedHealth {
+    pub status: &'static str,
+    pub ready: bool,
+    pub version: &'static str,
+    pub uptime_seconds: f64,
+    pub store: StoreHealth,
+    pub onnxruntime: OnnxRuntimeHealth,
+    pub bundles: Vec<BundleHealth>,
+    /// Present when MQTT is configured.
+    #[schema(value_type = Option<Object>)]
+    pub mqtt: Option<serde_json::Value>,
+    pub inference_queue: QueueHealth,
+    #[schema(value_type = Object)]
+    pub system: SystemFigures,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StoreHealth {
+    pub ok: bool,
+    #[schema(value_type = Object)]
+    pub stats: StoreStats,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OnnxRuntimeHealth {
+    pub ok: bool,
+    pub library: String,
+    pub build_info: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BundleHealth {
+    pub name: String,
+    pub active_version: String,
+    pub versions: Vec<String>,
+    pub ok: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueHealth {
+    pub depth: usize,
+    pub capacity: usize,
+    pub workers: usize,
+}
+
+/// Every component's state with system figures.
+#[utoipa::path(get, path = "/health/detailed", tag = "operations", responses((status = 200, body = DetailedHealth), (status = 503, body = DetailedHealth)))]
+pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse {
+    let health = health_of(&state);
+    let store = state.pipeline.store();
+    let report = DetailedHealth {
+        status: health.status,
+        ready: health.ready,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.metrics.uptime_seconds(),
+        store: StoreHealth { ok: true, stats: store.stats() },
+        onnxruntime: OnnxRuntimeHealth {
+            ok: true,
+            library: state.onnx.library().display().to_string(),
+            build_info: state.onnx.build_info().to_owned(),
+        },
+        bundles: state
+            .pipeline
+            .registry()
+            .summaries()
+            .into_iter()
+            .map(|summary| BundleHealth {
+                name: summary.name,
+                active_version: summary.active_version,
+                versions: summary.versions,
+                ok: true,
+            })
+            .collect(),
+        mqtt: None,
+        inference_queue: QueueHealth {
+            depth: state.pipeline.queued(),
+            capacity: state.config.queue_capacity,
+            workers: state.config.workers,
+        },
+        system: state.system.figures(),
+    };
+    let status = if health.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(report))
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BundleList {
+    #[schema(value_type = Vec<Object>)]
+    pub bundles: Vec<BundleSummary>,
+}
+
+/// Every bundle: active version, versions loaded, input fields and outputs.
+#[utoipa::path(get, path = "/v1/bundles", tag = "bundles", responses((status = 200, body = BundleList)))]
+pub async fn bundles(State(state): State<AppState>) -> Json<BundleList> {
+    Json(BundleList { bundles: state.pipeline.registry().summaries() })
+}
+
+/// A stored prediction.
+#[utoipa::path(
+    get, path = "/v1/predictions/{id}", tag = "predictions",
+    params(("id" = String, Path, description = "The prediction id")),
+    responses(
+        (status = 200, body = Object, description = "The stored record: time, bundle, version, digests, input, outputs, latency"),
+        (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)
+    )
+)]
+pub async fn prediction(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PredictionRecord>, ApiError> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", format!("{id:?} is not a prediction id"))
+            .with_field("id")
+    })?;
+    let record = state.pipeline.store().prediction(id).map_err(internal)?;
+    record.map(Json).ok_or_else(|| ApiError::not_found(format!("no prediction {id}")))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Only records after this sequence number.
+    pub after: Option<u64>,
+    /// At most this many records (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<AuditRecord>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
+}
+
+const AUDIT_PAGE_MAX: usize = 1000;
+
+/// The audit trail, in order.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = AuditPage), (status = 400, body = super::error::ErrorBody)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let Query(query) =
+        query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", rejection.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > AUDIT_PAGE_MAX {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("`limit` must be between 1 and {AUDIT_PAGE_MAX}"),
+        )
+        .with_field("limit"));
+    }
+    let records = state.pipeline.store().audit_records(query.after, limit).map_err(internal)?;
+    let next_after = (records.len() == limit).then(|| records.last().map(|record| record.seq)).flatten();
+    Ok(Json(AuditPage { records, next_after }))
+}
+
+/// Recomputes the audit chain and reports any altered or removed record.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = Object, description = "`ok`, the record count, the head, and problems by seq")))]
+pub async fn audit_verify(State(state): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
+    Ok(Json(state.pipeline.store().verify_audit().map_err(internal)?))
+}
+
+fn internal(error: crate::store::StoreError) -> ApiError {
+    tracing::error!(%error, "store read failed");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", error.to_string())
+}

@@ -1,0 +1,69 @@
+//! Request bodies: the content type must be JSON, the size within `server.max_body_bytes`,
+//! and the text well-formed JSON, each refused with its own status and code.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// A JSON request body as text, checked to be well-formed; the plugin parses it itself.
+#[derive(Debug)]
+pub struct JsonText(pub String);
+
+/// A JSON request body parsed into `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl FromRequest<AppState> for JsonText {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = json_bytes(request, state.config.max_body_bytes).await?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+            .map_err(|error| ApiError::invalid_json(format!("the body is not valid JSON: {error}")))?;
+        // Valid JSON is valid UTF-8.
+        Ok(Self(String::from_utf8(bytes.to_vec()).map_err(|error| ApiError::invalid_json(error.to_string()))?))
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = json_bytes(request, state.config.max_body_bytes).await?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut deserializer).map(Self).map_err(|error| {
+            let field = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                return ApiError::invalid_json(format!("the body is not valid JSON: {inner}"));
+            }
+            let api_error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", inner.to_string());
+            if field == "." { api_error } else { api_error.with_field(field) }
+        })
+    }
+}
+
+async fn json_bytes(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let is_json = content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("the body must be application/json, not {}", content_type.unwrap_or("unspecified")),
+        ));
+    }
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body exceeds {limit} bytes"));
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| too_large())
+}

@@ -1,0 +1,143 @@
+//! `POST /v1/predict/{bundle}` and `POST /v1/predict/{bundle}/batch`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::{ApiError, ErrorDetail};
+use super::extract::{JsonBody, JsonText};
+use super::request_context::request_id;
+use super::{AppState, ensure_ready};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PredictResponse {
+    /// Time-ordered id (UUIDv7); fetch the stored record at /v1/predictions/{id}.
+    pub prediction_id: String,
+    pub bundle: String,
+    pub version: String,
+    /// The bundle's response: for car-price `price`, `currency` and, when asked, `forecast`.
+    #[schema(value_type = Object)]
+    pub outputs: Map<String, Value>,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Requests, each what /v1/predict/{bundle} takes.
+    #[schema(value_type = Vec<Object>)]
+    pub instances: Vec<Value>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchResponse {
+    pub bundle: String,
+    pub version: String,
+    /// One entry per instance, in order: either `prediction_id` and `outputs`, or `error`.
+    pub predictions: Vec<BatchItem>,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchItem {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+/// One prediction: the request through the bundle's plugin and model.
+#[utoipa::path(
+    post, path = "/v1/predict/{bundle}", tag = "predictions",
+    params(("bundle" = String, Path, description = "Bundle name, e.g. car-price")),
+    request_body(content = Object, description = "The bundle's input fields (see /v1/bundles)", content_type = "application/json"),
+    responses(
+        (status = 200, body = PredictResponse),
+        (status = 400, description = "Malformed JSON", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown bundle", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Not application/json", body = super::error::ErrorBody),
+        (status = 422, description = "A field breaks the bundle's rules; `field` names it", body = super::error::ErrorBody),
+        (status = 429, description = "At capacity", body = super::error::ErrorBody),
+        (status = 500, description = "The plugin or model failed", body = super::error::ErrorBody),
+        (status = 503, description = "Starting or draining", body = super::error::ErrorBody),
+    )
+)]
+pub async fn predict(
+    State(state): State<AppState>,
+    Path(bundle): Path<String>,
+    JsonText(request): JsonText,
+) -> Result<Json<PredictResponse>, ApiError> {
+    ensure_ready(&state)?;
+    let prediction = state.pipeline.predict(&bundle, request_id(), request).await?;
+    Ok(Json(PredictResponse {
+        prediction_id: prediction.id.to_string(),
+        bundle: prediction.bundle,
+        version: prediction.version,
+        outputs: prediction.outputs,
+        latency_ms: prediction.latency_ms,
+    }))
+}
+
+/// Several predictions in one model run; each instance's error is reported at its index.
+#[utoipa::path(
+    post, path = "/v1/predict/{bundle}/batch", tag = "predictions",
+    params(("bundle" = String, Path, description = "Bundle name")),
+    request_body = BatchRequest,
+    responses(
+        (status = 200, body = BatchResponse),
+        (status = 400, description = "Malformed JSON, or more instances than server.max_batch", body = super::error::ErrorBody),
+        (status = 404, description = "Unknown bundle", body = super::error::ErrorBody),
+        (status = 422, description = "The body is not {\"instances\": [...]}", body = super::error::ErrorBody),
+        (status = 429, description = "At capacity", body = super::error::ErrorBody),
+        (status = 503, description = "Starting or draining", body = super::error::ErrorBody),
+    )
+)]
+pub async fn predict_batch(
+    State(state): State<AppState>,
+    Path(bundle): Path<String>,
+    JsonBody(batch): JsonBody<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    ensure_ready(&state)?;
+    if batch.instances.is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "`instances` must not be empty",
+        )
+        .with_field("instances"));
+    }
+    let answer = state.pipeline.predict_batch(&bundle, batch.instances).await?;
+    let predictions: Vec<BatchItem> = answer
+        .results
+        .into_iter()
+        .enumerate()
+        .map(|(index, result)| match result {
+            Ok(prediction) => BatchItem {
+                index,
+                prediction_id: Some(prediction.id.to_string()),
+                outputs: Some(prediction.outputs),
+                error: None,
+            },
+            Err(error) => {
+                BatchItem { index, prediction_id: None, outputs: None, error: Some(ApiError::from(error).detail()) }
+            }
+        })
+        .collect();
+    let failed = predictions.iter().filter(|item| item.error.is_some()).count();
+    Ok(Json(BatchResponse {
+        bundle: answer.bundle,
+        version: answer.version,
+        succeeded: predictions.len() - failed,
+        failed,
+        predictions,
+        latency_ms: answer.latency_ms,
+    }))
+}

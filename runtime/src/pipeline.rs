@@ -1,0 +1,370 @@
+//! The request path. A client's request goes to the active version of its bundle, runs
+//! on the worker pool (plugin and model are synchronous and may run up to the plugin's
+//! CPU limit), is recorded in the store, and only then is answered: nothing is
+//! acknowledged that a crash could lose.
+//!
+//! The pipeline knows bundles, the worker pool and the store; it knows nothing of HTTP.
+//! Every outcome is counted in the metrics of [`crate::telemetry::names`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use semver::Version;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::bundle::{Bundle, InferenceError, Registry};
+use crate::model::ModelError;
+use crate::plugin::PluginError;
+use crate::store::{PredictionRecord, Store, StoreError};
+use crate::telemetry::{BundleMetrics, names};
+use crate::tensor::{Tensor, TensorData};
+use crate::workers::{WorkerError, WorkerPool};
+
+/// Why a request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("there is no bundle named {name:?}")]
+    UnknownBundle { name: String },
+    #[error("bundle {name:?} has no version {version}")]
+    UnknownVersion { name: String, version: String },
+    #[error("a batch may hold at most {max} instances, not {size}")]
+    BatchTooLarge { size: usize, max: usize },
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error("the appliance is at capacity: {0}")]
+    Overloaded(String),
+    #[error("the prediction could not be stored: {0}")]
+    Store(StoreError),
+    #[error("the inference worker failed: {0}")]
+    Worker(WorkerError),
+}
+
+impl PipelineError {
+    /// The stable error code of the API and fleet messages (api-shapes.md section 2).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownBundle { .. } | Self::UnknownVersion { .. } => "unknown_bundle",
+            Self::BatchTooLarge { .. } => "invalid_field",
+            Self::Inference(error) => inference_code(error),
+            Self::Overloaded(_) => "overloaded",
+            Self::Store(_) | Self::Worker(_) => "internal_error",
+        }
+    }
+}
+
+/// The stable code of one instance's failure.
+pub fn inference_code(error: &InferenceError) -> &'static str {
+    match error {
+        InferenceError::Input(input) => match input.code {
+            crate::plugin::InputErrorCode::MalformedJson | crate::plugin::InputErrorCode::NotAnObject => "invalid_json",
+            crate::plugin::InputErrorCode::MissingField => "missing_field",
+            _ => "invalid_field",
+        },
+        InferenceError::Plugin(PluginError::Exhausted { .. }) => "overloaded",
+        InferenceError::Plugin(_) => "plugin_failed",
+        InferenceError::Model(_) | InferenceError::Batch(_) => "model_failed",
+    }
+}
+
+impl From<StoreError> for PipelineError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Overloaded { .. } => Self::Overloaded(error.to_string()),
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl From<WorkerError> for PipelineError {
+    fn from(error: WorkerError) -> Self {
+        match error {
+            WorkerError::Overloaded { .. } => Self::Overloaded(error.to_string()),
+            other => Self::Worker(other),
+        }
+    }
+}
+
+/// An answered, stored prediction.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub id: Uuid,
+    pub bundle: String,
+    pub version: String,
+    pub outputs: Map<String, Value>,
+    pub latency_ms: f64,
+}
+
+/// A batch's answers, one per instance in order.
+#[derive(Debug)]
+pub struct BatchPrediction {
+    pub bundle: String,
+    pub version: String,
+    pub results: Vec<Result<Prediction, InferenceError>>,
+    pub latency_ms: f64,
+}
+
+/// Raw model outputs for the inference protocol.
+#[derive(Debug)]
+pub struct RawInference {
+    pub id: Uuid,
+    pub bundle: Arc<Bundle>,
+    pub outputs: Vec<Tensor>,
+}
+
+#[derive(Debug)]
+pub struct Pipeline {
+    registry: Arc<Registry>,
+    workers: WorkerPool,
+    store: Store,
+    store_inputs: bool,
+    max_batch: usize,
+    metrics: MetricsCache,
+}
+
+/// Metric handles per bundle version, made on first use.
+#[derive(Debug, Default)]
+struct MetricsCache(RwLock<HashMap<(String, Version), Arc<BundleMetrics>>>);
+
+impl MetricsCache {
+    fn of(&self, bundle: &Bundle) -> Arc<BundleMetrics> {
+        let key = (bundle.name().to_owned(), bundle.version().clone());
+        if let Some(metrics) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Arc::clone(metrics);
+        }
+        let metrics = Arc::new(BundleMetrics::new(bundle.name(), &bundle.version().to_string()));
+        Arc::clone(self.0.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(metrics))
+    }
+}
+
+/// What a worker hands back for one request: the inference and the input's digest.
+type Worked = (Result<crate::bundle::Inference, InferenceError>, String, Option<Value>);
+
+impl Pipeline {
+    pub fn new(
+        registry: Arc<Registry>,
+        workers: WorkerPool,
+        store: Store,
+        store_inputs: bool,
+        max_batch: usize,
+    ) -> Self {
+        Self { registry, workers, store, store_inputs, max_batch, metrics: MetricsCache::default() }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.workers.queued()
+    }
+
+    /// One request (JSON text) through the active version of `bundle`; `id` becomes the
+    /// prediction id.
+    pub async fn predict(&self, bundle: &str, id: Uuid, request: String) -> Result<Prediction, PipelineError> {
+        let started = Instant::now();
+        let active = self.active(bundle)?;
+        let metrics = self.metrics.of(&active);
+        let result = self.predict_on(&active, &metrics, id, request, started).await;
+        metrics.request(result.as_ref().err().map(PipelineError::code), started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn predict_on(
+        &self,
+        bundle: &Arc<Bundle>,
+        metrics: &BundleMetrics,
+        id: Uuid,
+        request: String,
+        started: Instant,
+    ) -> Result<Prediction, PipelineError> {
+        let job_bundle = Arc::clone(bundle);
+        let store_inputs = self.store_inputs;
+        let (inference, input_sha256, input): Worked = self
+            .submit(move || {
+                let (digest, input) = digest_input(&request, store_inputs);
+                (job_bundle.infer(&request), digest, input)
+            })
+            .await?;
+        let inference = inference?;
+        observe_inference(metrics, &inference, true);
+        metrics::histogram!(names::BATCH_SIZE).record(1.0);
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        let record = prediction_record(bundle, id, input_sha256, input, &inference.response, latency_ms);
+        self.store.record(record).await?;
+        Ok(Prediction {
+            id,
+            bundle: bundle.name().to_owned(),
+            version: bundle.version().to_string(),
+            outputs: inference.response,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// A batch of instances (each a JSON value) in one model run; each instance's failure
+    /// is reported in its place without failing the others.
+    pub async fn predict_batch(&self, bundle: &str, instances: Vec<Value>) -> Result<BatchPrediction, PipelineError> {
+        let started = Instant::now();
+        if instances.len() > self.max_batch {
+            return Err(PipelineError::BatchTooLarge { size: instances.len(), max: self.max_batch });
+        }
+        let active = self.active(bundle)?;
+        let metrics = self.metrics.of(&active);
+        let job_bundle = Arc::clone(&active);
+        let store_inputs = self.store_inputs;
+        let worked: Vec<Worked> = self
+            .submit(move || {
+                let requests: Vec<String> = instances.iter().map(Value::to_string).collect();
+                let refs: Vec<&str> = requests.iter().map(String::as_str).collect();
+                let results = job_bundle.infer_batch(&refs);
+                results
+                    .into_iter()
+                    .zip(&requests)
+                    .map(|(result, request)| {
+                        let (digest, input) = digest_input(request, store_inputs);
+                        (result, digest, input)
+                    })
+                    .collect()
+            })
+            .await?;
+        metrics::histogram!(names::BATCH_SIZE).record(worked.len() as f64);
+
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut records = Vec::new();
+        let mut shared_run = None;
+        let results: Vec<Result<Prediction, InferenceError>> = worked
+            .into_iter()
+            .map(|(result, digest, input)| {
+                let inference = result?;
+                observe_inference(&metrics, &inference, false);
+                shared_run.get_or_insert(inference.inference_time);
+                let id = Uuid::now_v7();
+                records.push(prediction_record(&active, id, digest, input, &inference.response, latency_ms));
+                Ok(Prediction {
+                    id,
+                    bundle: active.name().to_owned(),
+                    version: active.version().to_string(),
+                    outputs: inference.response,
+                    latency_ms,
+                })
+            })
+            .collect();
+        if let Some(run) = shared_run {
+            metrics.inference(run.as_secs_f64());
+        }
+        if !records.is_empty() {
+            self.store.record_many(records).await?;
+        }
+        metrics.request(None, started.elapsed().as_secs_f64());
+        Ok(BatchPrediction {
+            bundle: active.name().to_owned(),
+            version: active.version().to_string(),
+            results,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// Raw tensors straight to a bundle's model (the inference protocol: no plugin).
+    pub async fn infer_tensors(
+        &self,
+        bundle: &str,
+        version: Option<&Version>,
+        id: Uuid,
+        inputs: Vec<Tensor>,
+    ) -> Result<RawInference, PipelineError> {
+        let started = Instant::now();
+        let target = match version {
+            None => self.active(bundle)?,
+            Some(version) => self.registry.version(bundle, version).ok_or_else(|| PipelineError::UnknownVersion {
+                name: bundle.to_owned(),
+                version: version.to_string(),
+            })?,
+        };
+        let job_bundle = Arc::clone(&target);
+        let outputs = self
+            .submit(move || {
+                let digest = hex::encode(Sha256::digest(format!("{inputs:?}")));
+                (job_bundle.model().run(&inputs), digest)
+            })
+            .await?;
+        let (outputs, input_sha256) = outputs;
+        let outputs = outputs.map_err(|error: ModelError| PipelineError::Inference(error.into()));
+        let metrics = self.metrics.of(&target);
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(error) => {
+                metrics.request(Some(error.code()), started.elapsed().as_secs_f64());
+                return Err(error);
+            }
+        };
+        let response = crate::bundle::default_response(&outputs);
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        self.store.record(prediction_record(&target, id, input_sha256, None, &response, latency_ms)).await?;
+        metrics.request(None, started.elapsed().as_secs_f64());
+        Ok(RawInference { id, bundle: target, outputs })
+    }
+
+    fn active(&self, name: &str) -> Result<Arc<Bundle>, PipelineError> {
+        self.registry.active(name).ok_or_else(|| PipelineError::UnknownBundle { name: name.to_owned() })
+    }
+
+    async fn submit<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> Result<R, PipelineError> {
+        let pending = self.workers.submit(job).inspect_err(|_| {
+            metrics::counter!(names::REJECTED).increment(1);
+        })?;
+        metrics::gauge!(names::QUEUE_DEPTH).set(self.workers.queued() as f64);
+        Ok(pending.await?)
+    }
+}
+
+/// The input's sha256 and, when inputs are kept, the input itself.
+fn digest_input(request: &str, store_inputs: bool) -> (String, Option<Value>) {
+    let digest = hex::encode(Sha256::digest(request.as_bytes()));
+    let input =
+        store_inputs.then(|| serde_json::from_str(request).unwrap_or_else(|_| Value::String(request.to_owned())));
+    (digest, input)
+}
+
+fn prediction_record(
+    bundle: &Bundle,
+    id: Uuid,
+    input_sha256: String,
+    input: Option<Value>,
+    outputs: &Map<String, Value>,
+    latency_ms: f64,
+) -> PredictionRecord {
+    PredictionRecord {
+        id,
+        time: crate::store::time_of_id(id).unwrap_or_default(),
+        bundle: bundle.name().to_owned(),
+        version: bundle.version().to_string(),
+        plugin_sha256: bundle.plugin().sha256().to_owned(),
+        model_sha256: bundle.model().sha256().to_owned(),
+        input_sha256,
+        input,
+        outputs: Value::Object(outputs.clone()),
+        latency_ms,
+    }
+}
+
+/// Plugin and model times, the prediction count and the predicted value (row 0 of each
+/// single-valued float output: the valuation today, not the forecasts).
+fn observe_inference(metrics: &BundleMetrics, inference: &crate::bundle::Inference, own_run: bool) {
+    let inference_seconds = own_run.then_some(inference.inference_time.as_secs_f64());
+    metrics.prediction(inference.plugin_time.as_secs_f64(), inference_seconds);
+    for output in &inference.outputs {
+        let row_width = output.shape.get(1..).map_or(1, |rest| rest.iter().product::<usize>());
+        if let (TensorData::Float32(values), 1) = (&output.data, row_width)
+            && let Some(&value) = values.first()
+        {
+            metrics.predicted_value(&output.name, f64::from(value));
+        }
+    }
+}

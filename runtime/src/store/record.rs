@@ -1,0 +1,132 @@
+//! What the store keeps and reports: predictions, audit events, verification reports and statistics.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One answered prediction. Stored in tree `predictions` under the id's 16 bytes (big-endian, so sled's key
+/// order is time order), as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionRecord {
+    /// A UUIDv7 (the store refuses other versions: retention relies on the time in the key); also the
+    /// request id.
+    pub id: Uuid,
+    /// RFC 3339 UTC with milliseconds, for example [`time_of_id`](super::time_of_id) of `id`.
+    pub time: String,
+    pub bundle: String,
+    pub version: String,
+    pub plugin_sha256: String,
+    pub model_sha256: String,
+    pub input_sha256: String,
+    /// The client's input, or `None` when `store.store_inputs` is off (the pipeline decides).
+    pub input: Option<serde_json::Value>,
+    pub outputs: serde_json::Value,
+    pub latency_ms: f64,
+}
+
+/// What an audit event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    Started,
+    ConfigLoaded,
+    BundleLoaded,
+    BundleActivated,
+    BundleRejected,
+    BundleRemoved,
+    RolledBack,
+    DeploymentStarted,
+    DeploymentFinished,
+    Shutdown,
+    CrashRecovery,
+}
+
+impl AuditKind {
+    /// The snake_case name serde uses; part of the audit hash.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::ConfigLoaded => "config_loaded",
+            Self::BundleLoaded => "bundle_loaded",
+            Self::BundleActivated => "bundle_activated",
+            Self::BundleRejected => "bundle_rejected",
+            Self::BundleRemoved => "bundle_removed",
+            Self::RolledBack => "rolled_back",
+            Self::DeploymentStarted => "deployment_started",
+            Self::DeploymentFinished => "deployment_finished",
+            Self::Shutdown => "shutdown",
+            Self::CrashRecovery => "crash_recovery",
+        }
+    }
+}
+
+/// One link of the audit chain; the [module documentation](super) defines how `hash` is computed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// 1, 2, 3... without gaps.
+    pub seq: u64,
+    /// RFC 3339 UTC with milliseconds, taken by the writer when it appended the record.
+    pub time: String,
+    pub kind: AuditKind,
+    pub details: serde_json::Value,
+    /// `hash` of record `seq - 1`; 64 zeros for the first record.
+    pub prev_hash: String,
+    /// Lowercase hex SHA-256.
+    pub hash: String,
+}
+
+/// The outcome of checking the audit chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// No problem found.
+    pub ok: bool,
+    /// Records present.
+    pub records: u64,
+    /// The last record present.
+    pub head_seq: Option<u64>,
+    pub head_hash: Option<String>,
+    pub problems: Vec<AuditProblem>,
+}
+
+/// One thing wrong with the audit chain, at record `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditProblem {
+    pub seq: u64,
+    /// Human-readable, for example "record altered: hash does not match its contents".
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub predictions: u64,
+    pub audit_records: u64,
+    /// Writes waiting for the writer thread.
+    pub queue_depth: usize,
+    /// The database's files, in bytes.
+    pub disk_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_kind_names_match_serde() {
+        use AuditKind::*;
+        let kinds = [
+            Started,
+            ConfigLoaded,
+            BundleLoaded,
+            BundleActivated,
+            BundleRejected,
+            BundleRemoved,
+            RolledBack,
+            DeploymentStarted,
+            DeploymentFinished,
+            Shutdown,
+            CrashRecovery,
+        ];
+        for kind in kinds {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        }
+    }
+}

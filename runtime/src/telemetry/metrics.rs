@@ -1,0 +1,181 @@
+//! The metrics recorder and the names of every metric.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Every metric Forecourt exports. Prometheus conventions: `forecourt_` prefix, base
+/// units, `_total` counters, `_seconds` histograms. Labels are bounded: bundle names and
+/// versions (a handful), statuses (the error codes), output names.
+pub mod names {
+    /// Prediction requests, by `bundle`, `version`, `status` (`ok` or an error code).
+    pub const REQUESTS: &str = "forecourt_requests_total";
+    /// Time from request to response, by `bundle`.
+    pub const REQUEST_DURATION: &str = "forecourt_request_duration_seconds";
+    /// Plugin time (preprocess and postprocess) per instance, by `bundle`.
+    pub const PLUGIN_DURATION: &str = "forecourt_plugin_duration_seconds";
+    /// ONNX Runtime time per model run, by `bundle`.
+    pub const INFERENCE_DURATION: &str = "forecourt_inference_duration_seconds";
+    /// Predictions made (instances, not requests), by `bundle`, `version`.
+    pub const PREDICTIONS: &str = "forecourt_predictions_total";
+    /// The predicted values, by `bundle`, `output`: `_sum / _count` is the average valuation.
+    pub const PREDICTED_VALUE: &str = "forecourt_predicted_value";
+    /// Instances per model run.
+    pub const BATCH_SIZE: &str = "forecourt_batch_size";
+    /// Jobs waiting for an inference worker.
+    pub const QUEUE_DEPTH: &str = "forecourt_inference_queue_depth";
+    /// Jobs refused because the queue was full.
+    pub const REJECTED: &str = "forecourt_rejected_requests_total";
+    /// Always 1; the `version` label carries the build.
+    pub const BUILD_INFO: &str = "forecourt_build_info";
+    pub const UPTIME: &str = "forecourt_uptime_seconds";
+    /// Bundles loaded, by `bundle`, `version`, `active` (1 or 0).
+    pub const BUNDLES: &str = "forecourt_bundle_info";
+}
+
+/// The process's metrics recorder: renders everything recorded so far as Prometheus text.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+    process: std::sync::Arc<metrics_process::Collector>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+impl Metrics {
+    /// Installs the global recorder once per process and returns its handle.
+    pub fn install() -> Metrics {
+        static METRICS: OnceLock<Metrics> = OnceLock::new();
+        METRICS
+            .get_or_init(|| {
+                let recorder = PrometheusBuilder::new()
+                    .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+                    .and_then(|builder| {
+                        builder.set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.to_owned()), BATCH_BUCKETS)
+                    })
+                    .expect("bucket lists are non-empty")
+                    .build_recorder();
+                let handle = recorder.handle();
+                // Another recorder may already be installed (tests); ours still renders.
+                let _ = metrics::set_global_recorder(recorder);
+                let process = metrics_process::Collector::default();
+                process.describe();
+                describe();
+                metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                Metrics { handle, process: std::sync::Arc::new(process), started: Instant::now() }
+            })
+            .clone()
+    }
+
+    /// The Prometheus text exposition of every metric, process figures refreshed.
+    pub fn render(&self) -> String {
+        self.process.collect();
+        metrics::gauge!(names::UPTIME).set(self.started.elapsed().as_secs_f64());
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+
+    pub fn uptime_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(names::REQUESTS, "Prediction requests by bundle, version and status");
+    describe_histogram!(names::REQUEST_DURATION, Unit::Seconds, "Time from request to response");
+    describe_histogram!(names::PLUGIN_DURATION, Unit::Seconds, "Plugin time per instance");
+    describe_histogram!(names::INFERENCE_DURATION, Unit::Seconds, "ONNX Runtime time per model run");
+    describe_counter!(names::PREDICTIONS, "Predictions made");
+    describe_histogram!(names::PREDICTED_VALUE, "Predicted values; _sum/_count is the average");
+    describe_histogram!(names::BATCH_SIZE, "Instances per model run");
+    describe_gauge!(names::QUEUE_DEPTH, "Jobs waiting for an inference worker");
+    describe_counter!(names::REJECTED, "Requests refused because a queue was full");
+    describe_gauge!(names::BUILD_INFO, "Build information");
+    describe_gauge!(names::UPTIME, Unit::Seconds, "Seconds since the process started");
+    describe_gauge!(names::BUNDLES, "Loaded bundles; active is 1 for the version serving");
+}
+
+/// One bundle version's metric handles, registered once: recording through a handle
+/// allocates nothing, unlike the macros with owned label values on every request.
+pub struct BundleMetrics {
+    bundle: String,
+    version: String,
+    requests_ok: metrics::Counter,
+    request_duration: metrics::Histogram,
+    plugin_duration: metrics::Histogram,
+    inference_duration: metrics::Histogram,
+    predictions: metrics::Counter,
+    predicted_values: std::sync::RwLock<std::collections::HashMap<String, metrics::Histogram>>,
+}
+
+impl std::fmt::Debug for BundleMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleMetrics")
+            .field("bundle", &self.bundle)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BundleMetrics {
+    pub fn new(bundle: &str, version: &str) -> Self {
+        let (bundle, version) = (bundle.to_owned(), version.to_owned());
+        Self {
+            requests_ok: metrics::counter!(names::REQUESTS, "bundle" => bundle.clone(), "version" => version.clone(), "status" => "ok"),
+            request_duration: metrics::histogram!(names::REQUEST_DURATION, "bundle" => bundle.clone()),
+            plugin_duration: metrics::histogram!(names::PLUGIN_DURATION, "bundle" => bundle.clone()),
+            inference_duration: metrics::histogram!(names::INFERENCE_DURATION, "bundle" => bundle.clone()),
+            predictions: metrics::counter!(names::PREDICTIONS, "bundle" => bundle.clone(), "version" => version.clone()),
+            predicted_values: Default::default(),
+            bundle,
+            version,
+        }
+    }
+
+    /// One request answered (`error_code` None) or refused, and how long it took.
+    pub fn request(&self, error_code: Option<&'static str>, seconds: f64) {
+        match error_code {
+            None => self.requests_ok.increment(1),
+            Some(code) => metrics::counter!(names::REQUESTS, "bundle" => self.bundle.clone(),
+                "version" => self.version.clone(), "status" => code)
+            .increment(1),
+        }
+        self.request_duration.record(seconds);
+    }
+
+    /// One instance predicted: its plugin time and the model run's time (if it had its own).
+    pub fn prediction(&self, plugin_seconds: f64, inference_seconds: Option<f64>) {
+        self.predictions.increment(1);
+        self.plugin_duration.record(plugin_seconds);
+        if let Some(seconds) = inference_seconds {
+            self.inference_duration.record(seconds);
+        }
+    }
+
+    /// A model run shared by a batch.
+    pub fn inference(&self, seconds: f64) {
+        self.inference_duration.record(seconds);
+    }
+
+    pub fn predicted_value(&self, output: &str, value: f64) {
+        let known = self.predicted_values.read().unwrap_or_else(|p| p.into_inner()).get(output).cloned();
+        let histogram = known.unwrap_or_else(|| {
+            let histogram = metrics::histogram!(names::PREDICTED_VALUE, "bundle" => self.bundle.clone(), "output" => output.to_owned());
+            let mut values = self.predicted_values.write().unwrap_or_else(|p| p.into_inner());
+            values.entry(output.to_owned()).or_insert(histogram).clone()
+        });
+        histogram.record(value);
+    }
+}

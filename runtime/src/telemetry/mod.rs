@@ -1,0 +1,14 @@
+//! Telemetry: logs (tracing, pretty or JSON), metrics (the `metrics` crate rendered as
+//! Prometheus text), and the process and system figures health reports show.
+//!
+//! Every metric name lives in [`names`] so dashboards have one place to look; modules
+//! record with the `metrics` macros and never talk to the exporter. This module must
+//! not know about HTTP routes or bundles beyond label values handed to it.
+
+mod logging;
+mod metrics;
+mod system;
+
+pub use self::metrics::{BundleMetrics, Metrics, names};
+pub use logging::{LogFormat, LoggingConfig, init_logging};
+pub use system::{SystemFigures, SystemMonitor};
