@@ -19,26 +19,56 @@ use crate::model::OnnxRuntime;
 use crate::pipeline::Pipeline;
 use crate::plugin::PluginHost;
 use crate::store::{AuditKind, Store};
+use crate::systemd::Notifier;
 use crate::telemetry::{Metrics, SystemMonitor, names};
 use crate::workers::WorkerPool;
 
 /// Runs the appliance until SIGTERM or SIGINT, then drains and shuts down cleanly.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let systemd = Notifier::from_env();
+    let _watchdog = systemd.spawn_watchdog();
     let metrics = Metrics::install();
+
+    // Everything that can refuse to start happens before the store opens: a refused start
+    // must not look like a crash to the next one.
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
+    let onnx = OnnxRuntime::init(&config.onnxruntime)?;
+    let plugins = Arc::new(PluginHost::new(&config.plugins, Some(config.plugin_cache_dir()))?);
+    let workers = WorkerPool::new("inference", config.server.workers, config.server.queue_capacity)?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+
     let (store, recovery) = Store::open(&config.store_dir(), &config.store).context("cannot open the store")?;
-    if recovery.unclean_shutdown {
+    let parts = Parts { onnx, plugins, workers, listener, metrics };
+    let result = run(&config, &store, recovery.unclean_shutdown, parts, &systemd).await;
+    if let Err(error) = &result {
+        tracing::error!(error = format!("{error:#}"), "stopping after an error");
+    }
+    store.close().await?;
+    result
+}
+
+/// What `serve` prepared before opening the store.
+struct Parts {
+    onnx: OnnxRuntime,
+    plugins: Arc<PluginHost>,
+    workers: WorkerPool,
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+}
+
+async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, systemd: &Notifier) -> anyhow::Result<()> {
+    if unclean {
         tracing::warn!("the previous run did not shut down cleanly; recovered the store");
         store.audit(AuditKind::CrashRecovery, json!({})).await?;
     }
     store.audit(AuditKind::Started, json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})).await?;
-    store.audit(AuditKind::ConfigLoaded, serde_json::to_value(&config)?).await?;
+    store.audit(AuditKind::ConfigLoaded, serde_json::to_value(config)?).await?;
 
-    let onnx = OnnxRuntime::init(&config.onnxruntime)?;
-    let plugins = Arc::new(PluginHost::new(&config.plugins, Some(config.plugin_cache_dir()))?);
+    let Parts { onnx, plugins, workers, listener, metrics } = parts;
     let registry = Arc::new(Registry::new(BundleLoader::new(plugins, onnx.clone(), config.server.workers)));
-    let workers = WorkerPool::new("inference", config.server.workers, config.server.queue_capacity)?;
     let pipeline = Arc::new(Pipeline::new(
         Arc::clone(&registry),
         workers,
@@ -56,32 +86,34 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: Arc::new(config.server.clone()),
     };
 
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let address = listener.local_addr()?;
     // A machine-readable line on stdout: scripts and tests learn the port from it.
     println!("forecourt listening on http://{address}");
     tracing::info!(%address, "listening");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(http::serve(listener, http::router(state), wait_for(stopped.clone())));
+    let mut server = tokio::spawn(http::serve(listener, http::router(state), wait_for(stopped)));
 
-    load_bundles(&registry, &store, &config.bundles.dir).await?;
+    load_bundles(&registry, store, &config.bundles.dir).await?;
     readiness.set_ready();
+    systemd.ready();
     tracing::info!("ready");
 
     shutdown_signal().await;
     readiness.set_draining();
+    systemd.stopping();
     tracing::info!("draining in-flight requests");
     let _ = stop.send(true);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    match tokio::time::timeout(grace, server).await {
+    match tokio::time::timeout(grace, &mut server).await {
         Ok(result) => result??,
-        Err(_) => tracing::warn!(?grace, "requests still in flight after the grace period"),
+        Err(_) => {
+            // Dropping the connections still open beats answering them after the store closed.
+            tracing::warn!(?grace, "requests still in flight after the grace period; dropping them");
+            server.abort();
+        }
     }
     store.audit(AuditKind::Shutdown, json!({"reason": "signal"})).await?;
-    store.close().await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -112,7 +112,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Verify { data }) => {
             init_quiet_logging();
-            let report = crate::store::verify_audit_at(&data.join("store"))?;
+            let report = crate::store::verify_audit_at(&data.join("store")).with_context(|| {
+                format!("cannot open the store in {}: is the appliance still running? Stop it first, or use GET /v1/audit/verify", data.display())
+            })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             anyhow::ensure!(report.ok, "the audit chain is broken");
             Ok(())

@@ -13,6 +13,7 @@
 //! - [`tensor`]: the tensors plugins produce and models consume.
 //! - [`workers`]: the thread pool that keeps synchronous plugin and model calls off the
 //!   async runtime.
+//! - [`systemd`]: readiness, watchdog and stopping notifications to the service manager.
 //! - [`cli`]: the `forecourt` command line.
 
 pub mod app;
@@ -24,6 +25,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plugin;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod tensor;
 pub mod workers;

@@ -21,7 +21,7 @@ impl FromRequest<AppState> for JsonText {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = json_bytes(request, state.config.max_body_bytes).await?;
+        let bytes = json_bytes(request, state.config.max_body_bytes, ContentType::Required).await?;
         serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
             .map_err(|error| ApiError::invalid_json(format!("the body is not valid JSON: {error}")))?;
         // Valid JSON is valid UTF-8.
@@ -33,26 +33,54 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = json_bytes(request, state.config.max_body_bytes).await?;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(&mut deserializer).map(Self).map_err(|error| {
-            let field = error.path().to_string();
-            let inner = error.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                return ApiError::invalid_json(format!("the body is not valid JSON: {inner}"));
-            }
-            let api_error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", inner.to_string());
-            if field == "." { api_error } else { api_error.with_field(field) }
-        })
+        let bytes = json_bytes(request, state.config.max_body_bytes, ContentType::Required).await?;
+        parse_object(&bytes).map(Self)
     }
 }
 
-async fn json_bytes(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// A JSON request body of the inference protocol parsed into `T`. Triton's client sends
+/// no content type at all, so a missing one is accepted; a non-JSON one is not.
+#[derive(Debug)]
+pub struct ProtocolJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ProtocolJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let bytes = json_bytes(request, state.config.max_body_bytes, ContentType::JsonOrNone).await?;
+        parse_object(&bytes).map(Self)
+    }
+}
+
+/// Parses a body that must be a JSON object into `T`, naming the offending field on a
+/// shape error. (serde's derived structs would also accept an array of their fields.)
+fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|error| ApiError::invalid_json(format!("the body is not valid JSON: {error}")))?;
+    if !value.is_object() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "the body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let field = error.path().to_string();
+        let api_error =
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", error.into_inner().to_string());
+        if field == "." { api_error } else { api_error.with_field(field) }
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentType {
+    Required,
+    JsonOrNone,
+}
+
+async fn json_bytes(request: Request, limit: usize, required: ContentType) -> Result<Bytes, ApiError> {
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
     let is_json = content_type
         .and_then(|value| value.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    let acceptable = is_json || (content_type.is_none() && required == ContentType::JsonOrNone);
+    if !acceptable {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
-use super::extract::JsonBody;
+use super::extract::ProtocolJson;
 use super::request_context::request_id;
 use crate::bundle::Bundle;
 use crate::model::{ElementType, OutputForm};
@@ -220,7 +220,7 @@ pub struct InferOutput {
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Result<JsonBody<InferRequest>, super::error::ApiError>,
+    body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<Json<InferResponse>, V2Error> {
     infer_on(state, name, None, body).await
 }
@@ -228,7 +228,7 @@ pub async fn infer(
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    body: Result<JsonBody<InferRequest>, super::error::ApiError>,
+    body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<Json<InferResponse>, V2Error> {
     infer_on(state, name, Some(version), body).await
 }
@@ -237,10 +237,15 @@ async fn infer_on(
     state: AppState,
     name: String,
     version: Option<String>,
-    body: Result<JsonBody<InferRequest>, super::error::ApiError>,
+    body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<Json<InferResponse>, V2Error> {
     ensure_ready(&state)?;
-    let JsonBody(request) = body.map_err(|error| V2Error(error.status, error.message))?;
+    // A body that is JSON but not an inference request is the protocol's 400; HTTP-level
+    // refusals (413 too large, 415 not JSON) keep their status.
+    let ProtocolJson(request) = body.map_err(|error| match error.status {
+        StatusCode::UNPROCESSABLE_ENTITY => bad_request(error.message),
+        status => V2Error(status, error.message),
+    })?;
     let version = match version {
         Some(version) => Some(
             Version::parse(&version)

@@ -89,7 +89,6 @@ impl Store {
     /// it before serving, or through `spawn_blocking`. Fails if another store has `dir` open.
     pub fn open(dir: &Path, config: &StoreConfig) -> Result<(Store, Recovery), StoreError> {
         config.validate().map_err(|error| StoreError::Open { dir: dir.to_owned(), reason: error.to_string() })?;
-        writer::describe_metrics();
         let trees = Trees::open(dir, config.cache_capacity_mib)?;
         let unclean_shutdown = trees.was_running()?;
         if unclean_shutdown {

@@ -19,24 +19,7 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::record::{AuditKind, AuditRecord};
 use super::time::{now_unix_ms, rfc3339_millis};
-
-const WRITES_TOTAL: &str = "forecourt_store_writes_total";
-const FLUSH_DURATION_SECONDS: &str = "forecourt_store_flush_duration_seconds";
-const GROUP_SIZE: &str = "forecourt_store_group_size";
-const QUEUE_DEPTH: &str = "forecourt_store_queue_depth";
-
-/// Registers the store's metric descriptions with whatever recorder is installed.
-pub(crate) fn describe_metrics() {
-    use metrics::Unit;
-    metrics::describe_counter!(
-        WRITES_TOTAL,
-        Unit::Count,
-        "Records (predictions and audit events) written to the store."
-    );
-    metrics::describe_histogram!(FLUSH_DURATION_SECONDS, Unit::Seconds, "Duration of one store flush (fsync).");
-    metrics::describe_histogram!(GROUP_SIZE, Unit::Count, "Records made durable by one store flush.");
-    metrics::describe_gauge!(QUEUE_DEPTH, Unit::Count, "Writes waiting for the store writer.");
-}
+use crate::telemetry::names::{STORE_FLUSH_DURATION, STORE_GROUP_SIZE, STORE_QUEUE_DEPTH, STORE_WRITES};
 
 /// Completes a caller's write.
 pub(crate) type Ack<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -198,7 +181,7 @@ impl Writer {
             let Ok(write) = self.receiver.try_recv() else { break };
             self.apply(write, &mut group);
         }
-        metrics::gauge!(QUEUE_DEPTH).set(self.receiver.len() as f64);
+        metrics::gauge!(STORE_QUEUE_DEPTH).set(self.receiver.len() as f64);
         group
     }
 
@@ -274,7 +257,7 @@ impl Writer {
         }
         self.counters.predictions.fetch_add(added, Ordering::Relaxed);
         self.unflushed += written;
-        metrics::counter!(WRITES_TOTAL).increment(written as u64);
+        metrics::counter!(STORE_WRITES).increment(written as u64);
         result
     }
 
@@ -285,7 +268,7 @@ impl Writer {
         self.head_moved = true;
         self.unflushed += 1;
         self.counters.audit_records.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(WRITES_TOTAL).increment(1);
+        metrics::counter!(STORE_WRITES).increment(1);
         Ok(record)
     }
 
@@ -316,8 +299,8 @@ impl Writer {
     fn sync(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         self.trees.flush()?;
-        metrics::histogram!(FLUSH_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(GROUP_SIZE).record(self.unflushed as f64);
+        metrics::histogram!(STORE_FLUSH_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(STORE_GROUP_SIZE).record(self.unflushed as f64);
         self.unflushed = 0;
         self.dirty_since = None;
         #[cfg(test)]

@@ -30,8 +30,16 @@ pub mod names {
     /// Always 1; the `version` label carries the build.
     pub const BUILD_INFO: &str = "forecourt_build_info";
     pub const UPTIME: &str = "forecourt_uptime_seconds";
-    /// Bundles loaded, by `bundle`, `version`, `active` (1 or 0).
+    /// Bundles loaded, by `bundle`, `version`; the value is 1 for the active version, else 0.
     pub const BUNDLES: &str = "forecourt_bundle_info";
+    /// Records (predictions and audit events) written to the store.
+    pub const STORE_WRITES: &str = "forecourt_store_writes_total";
+    /// Duration of one store flush (the fsync that makes a group durable).
+    pub const STORE_FLUSH_DURATION: &str = "forecourt_store_flush_duration_seconds";
+    /// Records made durable by one flush.
+    pub const STORE_GROUP_SIZE: &str = "forecourt_store_group_size";
+    /// Writes waiting for the store writer.
+    pub const STORE_QUEUE_DEPTH: &str = "forecourt_store_queue_depth";
 }
 
 /// The process's metrics recorder: renders everything recorded so far as Prometheus text.
@@ -104,7 +112,11 @@ fn describe() {
     describe_counter!(names::REJECTED, "Requests refused because a queue was full");
     describe_gauge!(names::BUILD_INFO, "Build information");
     describe_gauge!(names::UPTIME, Unit::Seconds, "Seconds since the process started");
-    describe_gauge!(names::BUNDLES, "Loaded bundles; active is 1 for the version serving");
+    describe_gauge!(names::BUNDLES, "Loaded bundle versions; 1 for the version serving");
+    describe_counter!(names::STORE_WRITES, "Records written to the store");
+    describe_histogram!(names::STORE_FLUSH_DURATION, Unit::Seconds, "Duration of one store flush (fsync)");
+    describe_histogram!(names::STORE_GROUP_SIZE, "Records made durable by one flush");
+    describe_gauge!(names::STORE_QUEUE_DEPTH, "Writes waiting for the store writer");
 }
 
 /// One bundle version's metric handles, registered once: recording through a handle

@@ -1,6 +1,19 @@
 //! The one test harness every test in the workspace uses: it builds and locates the
 //! WebAssembly plugins (the examples in plugins/ and the hostile fixtures), so a plain
-//! `cargo test` works on a fresh checkout without a separate build step.
+//! `cargo test` works on a fresh checkout without a separate build step; it builds bundles
+//! ([`example_bundles`], [`all_bundles`]), runs the real binary as a server ([`Server`]),
+//! and installs the tools tests drive ([`ensure_apt`], [`ensure_pip`]).
+
+mod bundles;
+mod server;
+mod tools;
+
+pub use bundles::{
+    EXAMPLES, HOSTILE, HOSTILE_VERSION, all_bundles, example_bundles, hostile_bundle_dir, identity_model, sha256_hex,
+    write_hostile_bundle,
+};
+pub use server::{Client, Exited, Reply, Server, ServerBuilder};
+pub use tools::{ensure_apt, ensure_pip};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,4 +136,13 @@ pub fn golden(plugin: &str) -> Vec<Golden> {
             Golden { request, expected }
         })
         .collect()
+}
+
+/// Asserts `actual` is within `tolerance` (relative) of `expected`.
+#[track_caller]
+pub fn assert_close(actual: f64, expected: f64, tolerance: f64, what: &str) {
+    assert!(
+        (actual - expected).abs() <= tolerance * expected.abs().max(f64::MIN_POSITIVE),
+        "{what}: expected {expected} (relative tolerance {tolerance}), got {actual}"
+    );
 }

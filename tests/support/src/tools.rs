@@ -1,0 +1,91 @@
+//! Tools the tests drive (promtool, Triton's Python client): installed when missing, so a
+//! test never skips for want of one.
+
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+/// One installation at a time within a test process (apt and pip both take locks of their own
+/// across processes).
+static INSTALLING: Mutex<()> = Mutex::new(());
+
+/// Makes sure `binary` is on the PATH, installing the Debian package `package` with apt-get
+/// when it is not (running `apt-get update` first when the package is unknown or the lists
+/// are stale). Panics with apt's output if it cannot.
+pub fn ensure_apt(package: &str, binary: &str) {
+    if on_path(binary) {
+        return;
+    }
+    let _installing = INSTALLING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if on_path(binary) {
+        return;
+    }
+    let install = || apt(&["install", "-y", "--no-install-recommends", package]);
+    let first = install();
+    if !first.status.success() || !on_path(binary) {
+        let update = apt(&["update"]);
+        assert!(update.status.success(), "apt-get update failed:\n{}", text(&update));
+        let second = install();
+        assert!(second.status.success(), "apt-get install {package} failed:\n{}", text(&second));
+    }
+    assert!(on_path(binary), "installing the package {package} did not provide `{binary}`");
+}
+
+/// Makes sure Python can import `module`, installing `package` (a pip requirement such as
+/// `tritonclient[http]`) with `python3 -m pip` when it cannot. Panics with pip's output if it
+/// cannot.
+pub fn ensure_pip(package: &str, module: &str) {
+    if python_imports(module) {
+        return;
+    }
+    let _installing = INSTALLING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if python_imports(module) {
+        return;
+    }
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(extra)
+            .arg(package)
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3 runs")
+    };
+    let mut output = pip(&[]);
+    // A distribution's Python may be marked externally managed (PEP 668).
+    if !output.status.success() && text(&output).contains("externally-managed") {
+        output = pip(&["--break-system-packages"]);
+    }
+    assert!(output.status.success(), "pip install {package} failed:\n{}", text(&output));
+    assert!(python_imports(module), "installing {package} did not make `import {module}` work");
+}
+
+fn on_path(binary: &str) -> bool {
+    Command::new("which").arg(binary).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn python_imports(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// apt-get as root, or through `sudo -n` for a developer who is not.
+fn apt(args: &[&str]) -> Output {
+    let is_root =
+        Command::new("id").arg("-u").output().is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+    let mut command = if is_root {
+        Command::new("apt-get")
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", "apt-get"]);
+        sudo
+    };
+    command.args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null()).output().expect("apt-get runs")
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}

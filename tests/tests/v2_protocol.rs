@@ -1,0 +1,263 @@
+//! The Open Inference Protocol v2 under /v2 (api-shapes.md section 1), against the real
+//! binary: metadata and health shapes, raw-tensor inference matching the golden rows, the
+//! protocol's error shape, and Triton's own Python client.
+
+use std::process::Command;
+
+use forecourt_testkit::{
+    Golden, Reply, Server, all_bundles, assert_close, ensure_pip, example_plugin, forecourt_binary, golden, repo_root,
+};
+use serde_json::{Value, json};
+
+/// The plugin's tensors for a client request, as `forecourt plugin preprocess` prints them:
+/// `[{"name", "shape", "data": {"type", "values"}}]`.
+fn preprocess(plugin: &str, request: &Value) -> Vec<Value> {
+    let output = Command::new(forecourt_binary())
+        .args(["plugin", "preprocess"])
+        .arg(example_plugin(plugin))
+        .arg(request.to_string())
+        .output()
+        .expect("forecourt runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice::<Value>(&output.stdout).expect("tensors as JSON").as_array().unwrap().clone()
+}
+
+/// The preprocessed tensors as protocol inputs (flat data).
+fn infer_inputs(tensors: &[Value]) -> Vec<Value> {
+    tensors
+        .iter()
+        .map(|tensor| {
+            assert_eq!(tensor["data"]["type"], "float32", "{tensor}");
+            json!({"name": tensor["name"], "shape": tensor["shape"], "datatype": "FP32", "data": tensor["data"]["values"]})
+        })
+        .collect()
+}
+
+/// A golden car-price row asking for one forecast: two model rows ([2, 17] features).
+fn golden_car_with_forecast() -> Golden {
+    golden("car-price")
+        .into_iter()
+        .find(|row| row.request["forecast_months"].as_array().is_some_and(|months| months.len() == 1))
+        .expect("a golden row with one forecast month")
+}
+
+fn floats(value: &Value) -> Vec<f64> {
+    value.as_array().expect("an array").iter().map(|v| v.as_f64().expect("a number")).collect()
+}
+
+#[track_caller]
+fn assert_v2_error(reply: &Reply, status: u16) {
+    assert_eq!(reply.status, status, "{reply:?}");
+    let body = reply.json.as_object().unwrap_or_else(|| panic!("not a JSON object: {reply:?}"));
+    assert!(body.len() == 1 && body["error"].as_str().is_some_and(|m| !m.is_empty()), "{reply:?}");
+}
+
+#[test]
+fn server_model_and_health_metadata_have_the_protocol_shapes() {
+    let server = Server::start(&all_bundles());
+    let version = server.get("/health/detailed").json["version"].clone();
+    let meta = server.get("/v2");
+    assert_eq!((meta.status, &meta.json), (200, &json!({"name": "forecourt", "version": version, "extensions": []})));
+    assert_eq!(server.get("/v2/health/live").json, json!({"live": true}));
+    let ready = server.get("/v2/health/ready");
+    assert_eq!((ready.status, &ready.json), (200, &json!({"ready": true})));
+
+    let car = json!({
+        "name": "car-price", "versions": ["1.0.0"], "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 17]},
+                   {"name": "years_ahead", "datatype": "FP32", "shape": [-1, 1]}],
+        "outputs": [{"name": "price", "datatype": "FP32", "shape": [-1, 1]}]
+    });
+    for path in ["/v2/models/car-price", "/v2/models/car-price/versions/1.0.0"] {
+        let reply = server.get(path);
+        assert_eq!((reply.status, &reply.json), (200, &car), "{path}");
+    }
+    for path in ["/v2/models/car-price/ready", "/v2/models/car-price/versions/1.0.0/ready"] {
+        let reply = server.get(path);
+        assert_eq!((reply.status, &reply.json), (200, &json!({"name": "car-price", "ready": true})), "{path}");
+    }
+    let iris = server.get("/v2/models/iris").json;
+    assert_eq!(iris["inputs"], json!([{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]));
+    assert_eq!(iris["outputs"][0]["datatype"], "INT64");
+    assert_eq!(iris["outputs"][1], json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}));
+
+    for path in [
+        "/v2/models/lorry-price",
+        "/v2/models/lorry-price/ready",
+        "/v2/models/car-price/versions/9.9.9",
+        "/v2/models/car-price/versions/9.9.9/ready",
+        "/v2/models/car-price/versions/latest",
+    ] {
+        assert_v2_error(&server.get(path), 404);
+    }
+}
+
+#[test]
+fn infer_on_raw_tensors_gives_the_golden_prices() {
+    let server = Server::start(&all_bundles());
+    let row = golden_car_with_forecast();
+    let expected = floats(&row.expected["price"]);
+    let inputs = infer_inputs(&preprocess("car_price", &row.request));
+    assert_eq!(inputs[0]["shape"], json!([2, 17]), "one row now and one per forecast month");
+
+    let request = json!({"id": "req-42", "parameters": {}, "inputs": inputs, "outputs": [{"name": "price"}]});
+    for path in ["/v2/models/car-price/infer", "/v2/models/car-price/versions/1.0.0/infer"] {
+        let reply = server.post_json(path, &request);
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let body = &reply.json;
+        assert_eq!((body["model_name"].as_str(), body["model_version"].as_str()), (Some("car-price"), Some("1.0.0")));
+        assert_eq!(body["id"], "req-42");
+        let outputs = body["outputs"].as_array().unwrap();
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(
+            (&outputs[0]["name"], &outputs[0]["shape"], &outputs[0]["datatype"]),
+            (&json!("price"), &json!([2, 1]), &json!("FP32"))
+        );
+        for (actual, expected) in floats(&outputs[0]["data"]).iter().zip(&expected) {
+            assert_close(*actual, *expected, 1e-4, "price through /v2");
+        }
+    }
+
+    // Nested data, no id and no outputs asked (all outputs) give the same prices.
+    let nested: Vec<Value> = inputs
+        .iter()
+        .map(|input| {
+            let width = input["shape"][1].as_u64().unwrap() as usize;
+            let rows: Vec<Value> = input["data"].as_array().unwrap().chunks(width).map(|row| json!(row)).collect();
+            json!({"name": input["name"], "shape": input["shape"], "datatype": "FP32", "data": rows})
+        })
+        .collect();
+    let reply = server.post_json("/v2/models/car-price/infer", &json!({"inputs": nested}));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.json.get("id").is_none(), "{}", reply.json);
+    assert_eq!(reply.json["outputs"].as_array().map(Vec::len), Some(1));
+    for (actual, expected) in floats(&reply.json["outputs"][0]["data"]).iter().zip(&expected) {
+        assert_close(*actual, *expected, 1e-4, "price through /v2, nested data");
+    }
+
+    // Iris: an INT64 label and FP32 probabilities.
+    let iris = &golden("iris")[0];
+    let reply =
+        server.post_json("/v2/models/iris/infer", &json!({"inputs": infer_inputs(&preprocess("iris", &iris.request))}));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let outputs = reply.json["outputs"].as_array().unwrap();
+    let label = outputs.iter().find(|o| o["name"] == "label").expect("label");
+    assert_eq!((&label["datatype"], &label["data"]), (&json!("INT64"), &iris.expected["label"]));
+    let probabilities = outputs.iter().find(|o| o["name"] == "probabilities").expect("probabilities");
+    assert_eq!((&probabilities["datatype"], &probabilities["shape"]), (&json!("FP32"), &json!([1, 3])));
+    for (actual, expected) in floats(&probabilities["data"]).iter().zip(floats(&iris.expected["probabilities"][0])) {
+        assert!((actual - expected).abs() < 1e-5, "{actual} vs {expected}");
+    }
+}
+
+#[test]
+fn infer_errors_have_the_protocol_shape() {
+    let server = Server::start(&all_bundles());
+    let row = golden_car_with_forecast();
+    let inputs = infer_inputs(&preprocess("car_price", &row.request));
+    let infer = |body: &Value| server.post_json("/v2/models/car-price/infer", body);
+    let with_input = |index: usize, key: &str, value: Value| {
+        let mut changed = inputs.clone();
+        changed[index][key] = value;
+        json!({"inputs": changed})
+    };
+
+    assert_v2_error(&server.post_json("/v2/models/lorry-price/infer", &json!({"inputs": inputs})), 404);
+    assert_v2_error(&server.post_json("/v2/models/car-price/versions/9.9.9/infer", &json!({"inputs": inputs})), 404);
+    let bad = [
+        ("an input missing", json!({"inputs": [inputs[0]]})),
+        (
+            "an unknown input",
+            json!({"inputs": [inputs[0], inputs[1], {"name": "colour", "shape": [2, 1], "datatype": "FP32", "data": [1, 2]}]}),
+        ),
+        ("too few values for the shape", with_input(0, "data", json!(vec![1.0; 33]))),
+        ("a width the model does not take", with_input(0, "shape", json!([1, 34]))),
+        ("a negative dimension", with_input(0, "shape", json!([-2, 17]))),
+        ("a string in FP32 data", with_input(1, "data", json!(["soon", 1.0]))),
+        ("an unsupported datatype", with_input(1, "datatype", json!("FP16"))),
+        ("a datatype the model does not take", with_input(1, "datatype", json!("INT64"))),
+        ("rows that differ between inputs", with_input(1, "shape", json!([1, 1]))),
+        ("an unknown output", json!({"inputs": inputs, "outputs": [{"name": "colour"}]})),
+    ];
+    for (what, body) in bad {
+        let reply = infer(&body);
+        assert_eq!(reply.status, 400, "{what}: {reply:?}");
+        assert_v2_error(&reply, 400);
+    }
+    assert_v2_error(&server.post_body("/v2/models/car-price/infer", Some("application/json"), b"{\"inputs\": ["), 400);
+    let after = infer(&json!({"inputs": inputs}));
+    assert_eq!(after.status, 200, "the server still infers: {after:?}");
+}
+
+/// BUG (runtime/src/http/v2.rs `infer`/`infer_version` use the /v1 `JsonBody` extractor,
+/// whose `json_bytes` in runtime/src/http/extract.rs refuses a request without
+/// `content-type: application/json` with 415): Triton's tritonclient.http (2.73) sends its
+/// JSON inference requests with no content-type at all, so every real Triton client fails.
+#[test]
+fn infer_without_a_content_type_is_served_as_tritonclient_sends_it() {
+    let server = Server::start(&all_bundles());
+    let row = golden_car_with_forecast();
+    let body = json!({"inputs": infer_inputs(&preprocess("car_price", &row.request))}).to_string();
+    let reply = server.post_body("/v2/models/car-price/infer", None, body.as_bytes());
+    assert_eq!(reply.status, 200, "an inference request without content-type: {reply:?}");
+    for (actual, expected) in floats(&reply.json["outputs"][0]["data"]).iter().zip(floats(&row.expected["price"])) {
+        assert_close(*actual, expected, 1e-4, "price");
+    }
+}
+
+/// api-shapes.md: errors under /v2 are 400, 404 or 503. A request that is JSON but not an
+/// inference request is a bad request.
+#[test]
+fn a_malformed_infer_request_is_400() {
+    let server = Server::start(&all_bundles());
+    for body in [
+        json!({}),
+        json!({"inputs": "features"}),
+        json!({"inputs": [{"name": "features", "datatype": "FP32", "data": [1.0]}]}),
+        json!([]),
+    ] {
+        let reply = server.post_json("/v2/models/car-price/infer", &body);
+        assert_v2_error(&reply, 400);
+    }
+}
+
+#[test]
+fn tritons_python_client_infers_the_golden_prices_like_v1() {
+    ensure_pip("tritonclient[http]", "tritonclient.http");
+    let server = Server::start(&all_bundles());
+    let row = golden_car_with_forecast();
+    let tensors = preprocess("car_price", &row.request);
+    let as_rows = |tensor: &Value| {
+        let width = tensor["shape"][1].as_u64().unwrap() as usize;
+        tensor["data"]["values"].as_array().unwrap().chunks(width).map(|row| json!(row)).collect::<Vec<_>>()
+    };
+    let argument = json!({"features": as_rows(&tensors[0]), "years_ahead": as_rows(&tensors[1])});
+    let output = Command::new("python3")
+        .arg(repo_root().join("tests/triton_infer.py"))
+        .arg(server.host_port())
+        .arg(argument.to_string())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "triton_infer.py failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    assert_eq!((&result["live"], &result["ready"]), (&json!(true), &json!(true)), "{result}");
+    assert_eq!(result["metadata"]["name"], "car-price");
+    assert_eq!(result["metadata"]["platform"], "onnxruntime_onnx");
+    assert_eq!(result["price_shape"], json!([2, 1]));
+    let prices = floats(&result["prices"]);
+    for (actual, expected) in prices.iter().zip(floats(&row.expected["price"])) {
+        assert_close(*actual, expected, 1e-4, "price through tritonclient");
+    }
+
+    // The same car through /v1: today's price and the one forecast.
+    let v1 = server.post_json("/v1/predict/car-price", &row.request);
+    assert_eq!(v1.status, 200, "{v1:?}");
+    let outputs = &v1.json["outputs"];
+    assert_close(outputs["price"].as_f64().unwrap(), prices[0], 1e-5, "/v1 price vs tritonclient");
+    assert_close(outputs["forecast"][0]["price"].as_f64().unwrap(), prices[1], 1e-5, "/v1 forecast vs tritonclient");
+}

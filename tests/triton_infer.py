@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Talks to a Forecourt server through Triton's own HTTP client (tritonclient.http), as a
+real Open Inference Protocol client would; run by tests/tests/v2_protocol.rs.
+
+    python3 tests/triton_infer.py 127.0.0.1:PORT '{"features": [[...17 numbers...], ...],
+                                                  "years_ahead": [[0.0], ...]}'
+
+Checks liveness and car-price's readiness, reads its metadata, and runs one inference
+with the given `features` ([N, 17]) and `years_ahead` ([N, 1]) as FP32 JSON tensors (no
+binary extension), asking for `price`. Prints one JSON object on stdout:
+{"live", "ready", "metadata", "price_shape", "prices"}.
+"""
+
+import json
+import sys
+
+import numpy as np
+import tritonclient.http as httpclient
+
+MODEL = "car-price"
+
+
+def main() -> None:
+    url, tensors = sys.argv[1], json.loads(sys.argv[2])
+    client = httpclient.InferenceServerClient(url=url)
+    live = client.is_server_live()
+    ready = client.is_model_ready(MODEL)
+    metadata = client.get_model_metadata(MODEL)
+
+    features = np.array(tensors["features"], dtype=np.float32)
+    years_ahead = np.array(tensors["years_ahead"], dtype=np.float32)
+    inputs = [
+        httpclient.InferInput("features", list(features.shape), "FP32"),
+        httpclient.InferInput("years_ahead", list(years_ahead.shape), "FP32"),
+    ]
+    inputs[0].set_data_from_numpy(features, binary_data=False)
+    inputs[1].set_data_from_numpy(years_ahead, binary_data=False)
+    outputs = [httpclient.InferRequestedOutput("price", binary_data=False)]
+    result = client.infer(MODEL, inputs, outputs=outputs, request_id="triton-client-1")
+    price = result.as_numpy("price")
+    client.close()
+
+    print(json.dumps({
+        "live": live,
+        "ready": ready,
+        "metadata": metadata,
+        "price_shape": list(price.shape),
+        "prices": [float(value) for value in price.reshape(-1)],
+        "response": result.get_response(),
+    }))
+
+
+if __name__ == "__main__":
+    main()
