@@ -92,7 +92,17 @@ fn health_bundles_and_openapi_answer_with_their_shapes() {
         ("/v1/audit", "get"),
         ("/v1/audit/verify", "get"),
         ("/health", "get"),
+        ("/health/detailed", "get"),
         ("/metrics", "get"),
+        ("/v2", "get"),
+        ("/v2/health/live", "get"),
+        ("/v2/health/ready", "get"),
+        ("/v2/models/{model}", "get"),
+        ("/v2/models/{model}/ready", "get"),
+        ("/v2/models/{model}/infer", "post"),
+        ("/v2/models/{model}/versions/{version}", "get"),
+        ("/v2/models/{model}/versions/{version}/ready", "get"),
+        ("/v2/models/{model}/versions/{version}/infer", "post"),
     ] {
         assert!(paths.get(path).is_some_and(|item| item.get(method).is_some()), "{method} {path} not in the document");
     }

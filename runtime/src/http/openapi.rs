@@ -16,12 +16,22 @@ use utoipa::OpenApi;
         super::admin::health,
         super::admin::health_detailed,
         super::admin::metrics,
+        super::v2::server_metadata,
+        super::v2::live,
+        super::v2::ready,
+        super::v2::model_metadata,
+        super::v2::model_version_metadata,
+        super::v2::model_ready,
+        super::v2::model_version_ready,
+        super::v2::infer,
+        super::v2::infer_version,
     ),
     tags(
         (name = "predictions", description = "Predictions and their stored records"),
         (name = "bundles", description = "Loaded model bundles"),
         (name = "audit", description = "The tamper-evident audit trail"),
         (name = "operations", description = "Health and metrics"),
+        (name = "inference protocol v2", description = "The Open Inference Protocol (KServe v2): raw tensors to a bundle's model, no plugin; errors are {\"error\": \"...\"}"),
     )
 )]
 pub struct ApiDoc;

@@ -62,14 +62,17 @@ pub struct ServerMetadata {
     extensions: Vec<String>,
 }
 
+#[utoipa::path(get, path = "/v2", tag = "inference protocol v2", responses((status = 200, body = Object, description = "{\"name\": \"forecourt\", \"version\", \"extensions\": []}")))]
 pub async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata { name: "forecourt", version: env!("CARGO_PKG_VERSION"), extensions: Vec::new() })
 }
 
+#[utoipa::path(get, path = "/v2/health/live", tag = "inference protocol v2", responses((status = 200, body = Object, description = "{\"live\": true}")))]
 pub async fn live() -> Json<Value> {
     Json(serde_json::json!({"live": true}))
 }
 
+#[utoipa::path(get, path = "/v2/health/ready", tag = "inference protocol v2", responses((status = 200, body = Object, description = "{\"ready\": true}"), (status = 503, body = Object, description = "{\"ready\": false} while starting or draining")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let ready = state.readiness.is_ready();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -140,6 +143,7 @@ fn metadata(state: &AppState, bundle: &Bundle) -> ModelMetadata {
     }
 }
 
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "inference protocol v2", params(("model" = String, Path)), responses((status = 200, body = Object, description = "name, versions, platform, inputs and outputs with datatype and shape"), (status = 404, body = Object)))]
 pub async fn model_metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -148,6 +152,7 @@ pub async fn model_metadata(
     Ok(Json(metadata(&state, &bundle)))
 }
 
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = Object), (status = 404, body = Object)))]
 pub async fn model_version_metadata(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -156,11 +161,13 @@ pub async fn model_version_metadata(
     Ok(Json(metadata(&state, &bundle)))
 }
 
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "inference protocol v2", params(("model" = String, Path)), responses((status = 200, body = Object, description = "{\"name\", \"ready\"}"), (status = 404, body = Object)))]
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, V2Error> {
     bundle_of(&state, &name, None)?;
     Ok(Json(serde_json::json!({"name": name, "ready": state.readiness.is_ready()})))
 }
 
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = Object), (status = 404, body = Object)))]
 pub async fn model_version_ready(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -217,6 +224,7 @@ pub struct InferOutput {
     data: Value,
 }
 
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "inference protocol v2", params(("model" = String, Path)), request_body(content = Object, description = "inputs: [{name, shape, datatype, data}], optional id, parameters, outputs"), responses((status = 200, body = Object, description = "model_name, model_version, id, outputs: [{name, shape, datatype, data}]"), (status = 400, body = Object, description = "{\"error\": \"...\"}"), (status = 404, body = Object), (status = 503, body = Object)))]
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -225,6 +233,7 @@ pub async fn infer(
     infer_on(state, name, None, body).await
 }
 
+#[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), request_body(content = Object), responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object), (status = 503, body = Object)))]
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
