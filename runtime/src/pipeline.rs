@@ -288,13 +288,15 @@ impl Pipeline {
             })?,
         };
         let job_bundle = Arc::clone(&target);
-        let outputs = self
+        let store_inputs = self.store_inputs;
+        let (outputs, input_sha256, input) = self
             .submit(move || {
-                let digest = hex::encode(Sha256::digest(format!("{inputs:?}")));
-                (job_bundle.model().run(&inputs), digest)
+                // The tensors' JSON (names, shapes, typed values) is what the client sent.
+                let json = serde_json::to_string(&inputs).unwrap_or_default();
+                let (digest, input) = digest_input(&json, store_inputs);
+                (job_bundle.model().run(&inputs), digest, input)
             })
             .await?;
-        let (outputs, input_sha256) = outputs;
         let outputs = outputs.map_err(|error: ModelError| PipelineError::Inference(error.into()));
         let metrics = self.metrics.of(&target);
         let outputs = match outputs {
@@ -306,7 +308,7 @@ impl Pipeline {
         };
         let response = crate::bundle::default_response(&outputs);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        self.store.record(prediction_record(&target, id, input_sha256, None, &response, latency_ms)).await?;
+        self.store.record(prediction_record(&target, id, input_sha256, input, &response, latency_ms)).await?;
         metrics.request(None, started.elapsed().as_secs_f64());
         Ok(RawInference { id, bundle: target, outputs })
     }

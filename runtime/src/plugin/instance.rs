@@ -177,7 +177,7 @@ fn guest_tensor_bytes(tensor: &wit::Tensor) -> usize {
 }
 
 fn is_pool_exhausted(error: &wasmtime::Error) -> bool {
-    format!("{error:#}").contains("maximum concurrent")
+    error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some()
 }
 
 /// Names what stopped the guest: the memory limiter's refusal (the guest aborts after a
