@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::bundle::{BundleLoader, Registry};
+use crate::bundle::{BundleLoader, Registry, TrustedKeys};
 use crate::config::Config;
 use crate::http::{self, AppState, Readiness};
 use crate::model::OnnxRuntime;
@@ -33,6 +33,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // must not look like a crash to the next one.
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
+    let trusted = TrustedKeys::from_config(&config.trust).context("cannot load the trusted keys ([trust] keys_dir)")?;
+    match &trusted {
+        Some(keys) => {
+            tracing::info!(keys = ?keys.ids().collect::<Vec<_>>(), "only bundles signed by a trusted key load")
+        }
+        None => tracing::warn!("no [trust] keys_dir configured: bundles are not verified (signatures are not checked)"),
+    }
     let onnx = OnnxRuntime::init(&config.onnxruntime)?;
     let plugins = Arc::new(PluginHost::new(&config.plugins, Some(config.plugin_cache_dir()))?);
     let workers = WorkerPool::new("inference", config.server.workers, config.server.queue_capacity)?;
@@ -41,7 +48,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
 
     let (store, recovery) = Store::open(&config.store_dir(), &config.store).context("cannot open the store")?;
-    let parts = Parts { onnx, plugins, workers, listener, metrics };
+    let parts = Parts { onnx, plugins, trusted, workers, listener, metrics };
     let result = run(&config, &store, recovery.unclean_shutdown, parts, &systemd).await;
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "stopping after an error");
@@ -54,6 +61,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 struct Parts {
     onnx: OnnxRuntime,
     plugins: Arc<PluginHost>,
+    trusted: Option<TrustedKeys>,
     workers: WorkerPool,
     listener: tokio::net::TcpListener,
     metrics: Metrics,
@@ -67,8 +75,12 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     store.audit(AuditKind::Started, json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})).await?;
     store.audit(AuditKind::ConfigLoaded, serde_json::to_value(config)?).await?;
 
-    let Parts { onnx, plugins, workers, listener, metrics } = parts;
-    let registry = Arc::new(Registry::new(BundleLoader::new(plugins, onnx.clone(), config.server.workers)));
+    let Parts { onnx, plugins, trusted, workers, listener, metrics } = parts;
+    let mut loader = BundleLoader::new(plugins, onnx.clone(), config.server.workers);
+    if let Some(keys) = trusted {
+        loader = loader.with_trusted_keys(keys);
+    }
+    let registry = Arc::new(Registry::new(loader));
     let pipeline = Arc::new(Pipeline::new(
         Arc::clone(&registry),
         workers,
@@ -129,11 +141,12 @@ async fn load_bundles(registry: &Arc<Registry>, store: &Store, dir: &Path) -> an
     for report in reports {
         match report.result {
             Ok((name, version)) => {
-                tracing::info!(bundle = %name, %version, "bundle loaded");
+                let key_id = registry.version(&name, &version).and_then(|bundle| bundle.signed_by().map(str::to_owned));
+                tracing::info!(bundle = %name, %version, key_id, "bundle loaded");
                 store
                     .audit(
                         AuditKind::BundleLoaded,
-                        json!({"bundle": name, "version": version.to_string(), "dir": report.dir}),
+                        json!({"bundle": name, "version": version.to_string(), "dir": report.dir, "key_id": key_id}),
                     )
                     .await?;
             }

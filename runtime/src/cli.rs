@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::bundle::{Manifest, build};
+use crate::bundle::signature::{self, PrivateKey};
+use crate::bundle::{Manifest, archive, build};
 use crate::config::Config;
 use crate::plugin::{PluginConfig, PluginError, PluginHost};
 use crate::telemetry::{LoggingConfig, init_logging};
@@ -26,7 +27,16 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Build and inspect bundles.
+    /// Make an ed25519 key pair for signing bundles: NAME.key (private) and NAME.pub.
+    Keygen {
+        /// The folder the two files go to (made if needed).
+        #[arg(long)]
+        out: PathBuf,
+        /// The files' name.
+        #[arg(long, default_value = "forecourt")]
+        name: String,
+    },
+    /// Build, inspect, sign and pack bundles.
     #[command(subcommand)]
     Bundle(BundleCommand),
     /// Inspect and try preprocessing plugins.
@@ -63,6 +73,30 @@ pub enum BundleCommand {
         /// The bundle's folder (holding bundle.toml).
         bundle: PathBuf,
     },
+    /// Sign a bundle's manifest (which holds every file's sha256): writes bundle.sig beside it.
+    Sign {
+        /// The bundle's folder (holding bundle.toml).
+        bundle: PathBuf,
+        /// The private key (NAME.key from `forecourt keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Pack a bundle into one transport file (.fcb, a tar).
+    Pack {
+        /// The bundle's folder (holding bundle.toml).
+        bundle: PathBuf,
+        /// The file to write, e.g. car-price-1.0.0.fcb.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Unpack a .fcb file into `<out>/<name>-<version>/` (refusing anything but a bundle's files).
+    Unpack {
+        /// The .fcb file.
+        file: PathBuf,
+        /// The folder to unpack into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +131,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging(&config.logging);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(crate::app::serve(config))
+        }
+        Command::Keygen { out, name } => {
+            init_quiet_logging();
+            let key = signature::keygen(&out, &name)?;
+            println!("key id {}", key.id);
+            println!("private key {} (keep it secret)", key.private.display());
+            println!("public key {} (copy it to the appliances' [trust] keys_dir)", key.public.display());
+            Ok(())
         }
         Command::Bundle(command) => {
             init_quiet_logging();
@@ -138,6 +180,18 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
             let manifest = Manifest::read(&bundle)?;
             manifest.verify_files(&bundle).context("the bundle's files do not match its manifest")?;
             println!("{}", toml::to_string_pretty(&manifest)?);
+        }
+        BundleCommand::Sign { bundle, key } => {
+            let key = PrivateKey::read(&key)?;
+            let path = signature::sign_bundle(&bundle, &key)?;
+            println!("{} (key id {})", path.display(), key.id());
+        }
+        BundleCommand::Pack { bundle, out } => {
+            archive::pack(&bundle, &out)?;
+            println!("{}", out.display());
+        }
+        BundleCommand::Unpack { file, out } => {
+            println!("{}", archive::unpack(&file, &out)?.display());
         }
     }
     Ok(())

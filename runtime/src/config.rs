@@ -13,7 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::bundle::BundlesConfig;
+use crate::bundle::{BundlesConfig, TrustConfig};
 use crate::http::ServerConfig;
 use crate::model::OnnxRuntimeConfig;
 use crate::plugin::PluginConfig;
@@ -28,6 +28,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub server: ServerConfig,
     pub bundles: BundlesConfig,
+    pub trust: TrustConfig,
     pub plugins: PluginConfig,
     pub onnxruntime: OnnxRuntimeConfig,
     pub store: StoreConfig,
@@ -40,6 +41,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             server: ServerConfig::default(),
             bundles: BundlesConfig::default(),
+            trust: TrustConfig::default(),
             plugins: PluginConfig::default(),
             onnxruntime: OnnxRuntimeConfig::default(),
             store: StoreConfig::default(),
@@ -51,7 +53,7 @@ impl Default for Config {
 /// Top-level keys and sections: only these environment variables are configuration
 /// (others, such as `FORECOURT_ORT_CACHE` for the fetch script, are not).
 const ENV_KEYS: &[&str] = &["data_dir"];
-const ENV_SECTIONS: &[&str] = &["server", "bundles", "plugins", "onnxruntime", "store", "logging"];
+const ENV_SECTIONS: &[&str] = &["server", "bundles", "trust", "plugins", "onnxruntime", "store", "logging"];
 
 impl Config {
     /// Defaults, then `file` (which must exist when given), then the environment; validated.

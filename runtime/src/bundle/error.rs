@@ -42,6 +42,26 @@ pub enum BundleError {
 
     #[error("cannot build the bundle: {reason}")]
     Build { reason: String },
+
+    /// A key file (`.key`, `.pub`) or the trusted keys' folder is unusable.
+    #[error("key {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+
+    #[error("bundle {dir} is unsigned (no bundle.sig) and only signed bundles are trusted")]
+    Unsigned { dir: PathBuf },
+
+    #[error("bundle {dir} is signed by key {key_id}, which is not trusted")]
+    UntrustedKey { dir: PathBuf, key_id: String },
+
+    #[error("bundle {dir} has a bad signature by key {key_id}: {reason}")]
+    BadSignature { dir: PathBuf, key_id: String, reason: String },
+
+    #[error("invalid signature file {path}: {reason}")]
+    MalformedSignature { path: PathBuf, reason: String },
+
+    /// A `.fcb` transport file that cannot be made or is refused on unpacking.
+    #[error("bundle archive {path}: {reason}")]
+    Archive { path: PathBuf, reason: String },
 }
 
 /// Why one request could not be answered.

@@ -8,7 +8,8 @@ use semver::Version;
 use serde_json::{Map, Value};
 
 use super::error::{BundleError, InferenceError};
-use super::manifest::{DEFAULT_TOLERANCE, Manifest};
+use super::manifest::{DEFAULT_TOLERANCE, MANIFEST_FILE, Manifest};
+use super::signature::TrustedKeys;
 use crate::model::{Model, ModelError, OnnxRuntime};
 use crate::plugin::{Plugin, PluginHost};
 use crate::tensor::{Tensor, TensorData, split, stack};
@@ -19,23 +20,44 @@ pub struct BundleLoader {
     plugins: Arc<PluginHost>,
     onnx: OnnxRuntime,
     sessions_per_model: usize,
+    /// When set, only bundles signed by one of these keys load.
+    trusted: Option<Arc<TrustedKeys>>,
 }
 
 impl BundleLoader {
     /// `sessions_per_model`: how many runs of one model may proceed at once (the workers).
     pub fn new(plugins: Arc<PluginHost>, onnx: OnnxRuntime, sessions_per_model: usize) -> Self {
-        Self { plugins, onnx, sessions_per_model }
+        Self { plugins, onnx, sessions_per_model, trusted: None }
+    }
+
+    /// Requires every bundle to carry a `bundle.sig` by one of `keys`, verified over the
+    /// exact bytes of its `bundle.toml` before anything else of it is read.
+    pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Self {
+        self.trusted = Some(Arc::new(keys));
+        self
+    }
+
+    /// The keys bundles must be signed with, if any.
+    pub fn trusted_keys(&self) -> Option<&TrustedKeys> {
+        self.trusted.as_deref()
     }
 
     pub fn plugin_host(&self) -> &PluginHost {
         &self.plugins
     }
 
-    /// Loads the bundle in `dir` and checks it: the files' digests, the runtime version,
-    /// the plugin against the manifest, the plugin's tensors against the model, and every
-    /// sample request against its expected outputs.
+    /// Loads the bundle in `dir` and checks it: the signature over the manifest (when
+    /// trusted keys are set), the files' digests, the runtime version, the plugin against
+    /// the manifest, the plugin's tensors against the model, and every sample request
+    /// against its expected outputs.
     pub fn load(&self, dir: &Path) -> Result<Bundle, BundleError> {
-        let manifest = Manifest::read(dir)?;
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = std::fs::read(&path)
+            .map_err(|error| BundleError::Read { path: path.clone(), reason: error.to_string() })?;
+        // The signature first, over the very bytes parsed next: the digests it vouches for
+        // then cover the plugin and the model.
+        let signed_by = self.trusted.as_ref().map(|keys| keys.verify(dir, &bytes)).transpose()?;
+        let manifest = Manifest::parse(&path, &bytes)?;
         let (name, version) = (manifest.bundle.name.clone(), manifest.bundle.version.to_string());
         let running = Version::parse(env!("CARGO_PKG_VERSION")).expect("the crate version is semver");
         if manifest.bundle.min_runtime_version > running {
@@ -54,7 +76,7 @@ impl BundleLoader {
         })?;
         let model = Model::load(&self.onnx, &manifest.model_path(dir), self.sessions_per_model)
             .map_err(|source| BundleError::Model { name: name.clone(), version: version.clone(), source })?;
-        let bundle = Bundle { manifest, dir: dir.to_owned(), plugin, model };
+        let bundle = Bundle { manifest, dir: dir.to_owned(), plugin, model, signed_by };
         bundle.check().map_err(|reason| BundleError::Check { name, version, reason })?;
         Ok(bundle)
     }
@@ -67,6 +89,8 @@ pub struct Bundle {
     dir: PathBuf,
     plugin: Plugin,
     model: Model,
+    /// The id of the trusted key whose signature was verified at load, if keys are configured.
+    signed_by: Option<String>,
 }
 
 /// One answered request.
@@ -105,6 +129,11 @@ impl Bundle {
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The id of the trusted key that signed this bundle (`None` when bundles are not verified).
+    pub fn signed_by(&self) -> Option<&str> {
+        self.signed_by.as_deref()
     }
 
     /// One request through a fresh plugin instance (preprocess and postprocess) and one

@@ -88,11 +88,18 @@ impl Manifest {
     /// Reads `dir/bundle.toml` and checks its fields (not yet the files: see [`Manifest::verify_files`]).
     pub fn read(dir: &Path) -> Result<Self, BundleError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path)
+        let bytes = std::fs::read(&path)
             .map_err(|error| BundleError::Read { path: path.clone(), reason: error.to_string() })?;
-        let manifest: Manifest = toml::from_str(&text)
-            .map_err(|error| BundleError::Manifest { path: path.clone(), reason: error.to_string() })?;
-        manifest.validate().map_err(|reason| BundleError::Manifest { path, reason })?;
+        Self::parse(&path, &bytes)
+    }
+
+    /// Parses and checks the bytes of the manifest at `path` (as [`Manifest::read`] does), so
+    /// that the bytes whose signature was verified are the bytes used.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, BundleError> {
+        let manifest_error = |reason: String| BundleError::Manifest { path: path.to_owned(), reason };
+        let text = std::str::from_utf8(bytes).map_err(|error| manifest_error(error.to_string()))?;
+        let manifest: Manifest = toml::from_str(text).map_err(|error| manifest_error(error.to_string()))?;
+        manifest.validate().map_err(manifest_error)?;
         Ok(manifest)
     }
 

@@ -7,19 +7,24 @@
 //! - [`Registry`]: every loaded version of every bundle, one active version per name,
 //!   switched atomically while requests are in flight.
 //! - [`build`]: `forecourt bundle build`, assembling a bundle from a plugin folder.
+//! - [`signature`]: ed25519 keys, `bundle.sig`, and the trusted keys the loader checks.
+//! - [`archive`]: the `.fcb` transport file (`forecourt bundle pack` / `unpack`).
 //!
 //! This module knows nothing of HTTP, the store or the worker pool: callers run its
 //! synchronous calls where they see fit.
 
+pub mod archive;
 pub mod build;
 mod config;
 mod error;
 mod loaded;
 mod manifest;
 mod registry;
+pub mod signature;
 
-pub use config::BundlesConfig;
+pub use config::{BundlesConfig, TrustConfig};
 pub use error::{BundleError, InferenceError};
 pub use loaded::{Bundle, BundleLoader, Inference, default_response};
 pub use manifest::{MANIFEST_FILE, MODEL_FILE, Manifest, PLUGIN_FILE, Sample};
 pub use registry::{BundleSummary, LoadReport, Registry};
+pub use signature::{SIGNATURE_FILE, TrustedKeys};

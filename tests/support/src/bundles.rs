@@ -124,7 +124,8 @@ fn build_example(plugin: &str, out: &Path) {
     assert!(folder.join("bundle.toml").is_file(), "bundle build printed {printed:?}, which holds no bundle.toml");
 }
 
-fn copy_tree(from: &Path, to: &Path) {
+/// Copies the folder `from` to `to`, recursively (a test's own copy of bundles to alter).
+pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("the folder can be made");
     for entry in std::fs::read_dir(from).expect("readable") {
         let entry = entry.expect("readable");

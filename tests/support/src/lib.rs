@@ -9,8 +9,8 @@ mod server;
 mod tools;
 
 pub use bundles::{
-    EXAMPLES, HOSTILE, HOSTILE_VERSION, all_bundles, example_bundles, hostile_bundle_dir, identity_model, sha256_hex,
-    write_hostile_bundle,
+    EXAMPLES, HOSTILE, HOSTILE_VERSION, all_bundles, copy_tree, example_bundles, hostile_bundle_dir, identity_model,
+    sha256_hex, write_hostile_bundle,
 };
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tools::{ensure_apt, ensure_pip};
