@@ -43,7 +43,7 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s bench/car-price.lua "$url" >
 result=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/car-price.lua "$url")
 echo "$result"
 echo
-echo "summary: car-price, $CONNECTIONS connections, ${DURATION}s, durable store"
+echo "summary: car-price, $CONNECTIONS connections, ${DURATION}s, store durability ${FORECOURT_STORE__DURABILITY:-durable}"
 echo "$result" | awk '/Requests\/sec/ {print "  requests/s: " $2} / 50%/ {print "  p50: " $2} / 99%/ {print "  p99: " $2} /non-2xx/ {print "  " $0}'
 echo "  server resident memory: $(curl -s "$address/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f MiB", $2/1048576}')"
 echo "  predictions stored: $(curl -s "$address/health/detailed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["stats"]["predictions"])')"
