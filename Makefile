@@ -15,7 +15,7 @@ FIXTURES := runtime/tests/fixtures/plugins/Cargo.toml
 
 .PHONY: help
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: setup
 setup: ## Install what the build needs: the wasm target (rustup's auto-install is off here) and ONNX Runtime.
@@ -56,9 +56,25 @@ lint: setup ## rustfmt and clippy, warnings as errors, on every workspace.
 	$(CARGO) clippy --workspace --target wasm32-wasip2 --target-dir $(WASM_TARGET_DIR) --manifest-path $(FIXTURES) -- -D warnings
 
 .PHONY: test
-test: setup plugins lint ## Everything CI checks: set-up, lint, unit, integration and end-to-end tests.
+test: setup plugins lint packer-validate ## Everything CI checks: set-up, lint, unit, integration and end-to-end tests.
 	$(CARGO) test --workspace --release
 	$(CARGO) test --workspace --manifest-path $(PLUGINS)
+
+.PHONY: packer-validate
+packer-validate: ## packer validate and fmt -check on the image template (Packer from apt if missing).
+	packer/validate.sh
+
+.PHONY: image
+image: bundles ## Build the local appliance image (Debian bookworm, ext4) into target/image/.
+	firmware-images/build-image.sh
+
+.PHONY: image-test
+image-test: image ## Build the local image, boot it under QEMU (TCG) and check it serves (3 min from scratch, 1 min again).
+	firmware-images/boot-test.sh
+
+.PHONY: image-packer
+image-packer: bundles ## The same image through Packer's qemu source (the AMI's provisioning), booted and checked (about 2.5 min).
+	firmware-images/packer-qemu.sh
 
 .PHONY: bench
 bench: plugins ## Criterion benchmarks (release).
