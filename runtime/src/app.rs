@@ -5,7 +5,7 @@
 //! bundles load, so health checks see "starting" rather than a refused connection; the
 //! store opens first so every later step can be audited.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::bundle::{BundleLoader, Registry, TrustedKeys};
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::http::{self, AppState, Readiness};
 use crate::model::OnnxRuntime;
 use crate::pipeline::Pipeline;
@@ -76,6 +77,7 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     store.audit(AuditKind::ConfigLoaded, serde_json::to_value(config)?).await?;
 
     let Parts { onnx, plugins, trusted, workers, listener, metrics } = parts;
+    let fleet_metrics = metrics.clone();
     let mut loader = BundleLoader::new(plugins, onnx.clone(), config.server.workers);
     if let Some(keys) = trusted {
         loader = loader.with_trusted_keys(keys);
@@ -96,7 +98,10 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
         system: Arc::new(SystemMonitor::new(&config.data_dir)),
         onnx,
         config: Arc::new(config.server.clone()),
+        fleet: Arc::default(),
     };
+    let fleet_health = Arc::clone(&state.fleet);
+    let fleet = Fleet::open(&config.mqtt, &config.data_dir, store).context("cannot open the fleet's state")?;
 
     let address = listener.local_addr()?;
     // A machine-readable line on stdout: scripts and tests learn the port from it.
@@ -106,7 +111,14 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut server = tokio::spawn(http::serve(listener, http::router(state), wait_for(stopped)));
 
-    load_bundles(&registry, store, &config.bundles.dir).await?;
+    fleet.discard_unreferenced()?;
+    load_bundles(&registry, store, &[&config.bundles.dir, fleet.installed_dir()]).await?;
+    fleet.restore(&registry).await?;
+    audit_active_versions(&registry, store).await?;
+    let fleet = fleet.start(Arc::clone(&registry), store.clone(), fleet_metrics);
+    if let Some(running) = &fleet {
+        let _ = fleet_health.set(running.health());
+    }
     readiness.set_ready();
     systemd.ready();
     tracing::info!("ready");
@@ -125,18 +137,24 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
             server.abort();
         }
     }
+    if let Some(fleet) = fleet {
+        fleet.shutdown().await;
+    }
     store.audit(AuditKind::Shutdown, json!({"reason": "signal"})).await?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
 
-/// Loads every bundle in `dir`, auditing each outcome; the appliance serves what loaded.
-async fn load_bundles(registry: &Arc<Registry>, store: &Store, dir: &Path) -> anyhow::Result<()> {
+/// Loads every bundle in `dirs` (the shipped ones, then the deployed ones), auditing each
+/// outcome; the appliance serves what loaded.
+async fn load_bundles(registry: &Arc<Registry>, store: &Store, dirs: &[&Path]) -> anyhow::Result<()> {
     let loader = Arc::clone(registry);
-    let dir_owned = dir.to_owned();
-    let reports = tokio::task::spawn_blocking(move || loader.load_dir(&dir_owned)).await?;
+    let owned: Vec<PathBuf> = dirs.iter().map(|dir| dir.to_path_buf()).collect();
+    let reports =
+        tokio::task::spawn_blocking(move || owned.iter().flat_map(|dir| loader.load_dir(dir)).collect::<Vec<_>>())
+            .await?;
     if reports.is_empty() {
-        tracing::warn!(dir = %dir.display(), "no bundles found; build some with `forecourt bundle build`");
+        tracing::warn!(dirs = ?dirs, "no bundles found; build some with `forecourt bundle build`");
     }
     for report in reports {
         match report.result {
@@ -156,6 +174,11 @@ async fn load_bundles(registry: &Arc<Registry>, store: &Store, dir: &Path) -> an
             }
         }
     }
+    Ok(())
+}
+
+/// Audits the version each bundle serves at start, and sets the bundle gauges.
+async fn audit_active_versions(registry: &Registry, store: &Store) -> anyhow::Result<()> {
     for summary in registry.summaries() {
         store
             .audit(AuditKind::BundleActivated, json!({"bundle": summary.name, "version": summary.active_version}))

@@ -14,6 +14,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{BundlesConfig, TrustConfig};
+use crate::fleet::MqttConfig;
 use crate::http::ServerConfig;
 use crate::model::OnnxRuntimeConfig;
 use crate::plugin::PluginConfig;
@@ -33,6 +34,7 @@ pub struct Config {
     pub onnxruntime: OnnxRuntimeConfig,
     pub store: StoreConfig,
     pub logging: LoggingConfig,
+    pub mqtt: MqttConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             onnxruntime: OnnxRuntimeConfig::default(),
             store: StoreConfig::default(),
             logging: LoggingConfig::default(),
+            mqtt: MqttConfig::default(),
         }
     }
 }
@@ -53,7 +56,7 @@ impl Default for Config {
 /// Top-level keys and sections: only these environment variables are configuration
 /// (others, such as `FORECOURT_ORT_CACHE` for the fetch script, are not).
 const ENV_KEYS: &[&str] = &["data_dir"];
-const ENV_SECTIONS: &[&str] = &["server", "bundles", "trust", "plugins", "onnxruntime", "store", "logging"];
+const ENV_SECTIONS: &[&str] = &["server", "bundles", "trust", "plugins", "onnxruntime", "store", "logging", "mqtt"];
 
 impl Config {
     /// Defaults, then `file` (which must exist when given), then the environment; validated.
@@ -84,6 +87,7 @@ impl Config {
         self.plugins.validate()?;
         self.onnxruntime.validate()?;
         self.store.validate()?;
+        self.mqtt.validate()?;
         Ok(())
     }
 

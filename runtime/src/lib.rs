@@ -7,6 +7,8 @@
 //! [`tensor`]):
 //!
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
+//! - [`fleet`]: the MQTT fleet link: status, signed deployments with rollback and canaries,
+//!   store-and-forward telemetry; and the fleet manager's `forecourt fleet` commands.
 //! - [`model`]: the ONNX model host (ONNX Runtime through `ort`): library, sessions, runs.
 //! - [`plugin`]: the WebAssembly plugin host (wasmtime): sandbox, limits, artifact cache.
 //! - [`store`]: the durable store (sled): predictions and the audit chain, group-committed.
@@ -20,6 +22,7 @@ pub mod app;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod http;
 pub mod model;
 pub mod pipeline;

@@ -3,6 +3,10 @@
 //! CPU limit), is recorded in the store, and only then is answered: nothing is
 //! acknowledged that a crash could lose.
 //!
+//! A canary (see [`Registry::start_canary`]) takes its share of the single predictions,
+//! whose outcomes it is judged on; batches and the inference protocol go to the active
+//! version (or the version they name), so that one batch never mixes versions.
+//!
 //! The pipeline knows bundles, the worker pool and the store; it knows nothing of HTTP.
 //! Every outcome is counted in the metrics of [`crate::telemetry::names`].
 
@@ -52,6 +56,12 @@ impl PipelineError {
             Self::Overloaded(_) => "overloaded",
             Self::Store(_) | Self::Worker(_) => "internal_error",
         }
+    }
+
+    /// Whether the bundle version (or the appliance) is to blame, rather than the client or
+    /// the load: what a canary's error rate counts.
+    pub fn is_version_fault(&self) -> bool {
+        matches!(self.code(), "plugin_failed" | "model_failed" | "internal_error")
     }
 }
 
@@ -170,10 +180,12 @@ impl Pipeline {
     /// prediction id.
     pub async fn predict(&self, bundle: &str, id: Uuid, request: String) -> Result<Prediction, PipelineError> {
         let started = Instant::now();
-        let active = self.active(bundle)?;
-        let metrics = self.metrics.of(&active);
-        let result = self.predict_on(&active, &metrics, id, request, started).await;
-        metrics.request(result.as_ref().err().map(PipelineError::code), started.elapsed().as_secs_f64());
+        let routed = self.route(bundle)?;
+        let metrics = self.metrics.of(&routed);
+        let result = self.predict_on(&routed, &metrics, id, request, started).await;
+        let seconds = started.elapsed().as_secs_f64();
+        metrics.request(result.as_ref().err().map(PipelineError::code), seconds);
+        routed.stats().observe(result.as_ref().is_err_and(PipelineError::is_version_fault), seconds);
         result
     }
 
@@ -315,6 +327,11 @@ impl Pipeline {
 
     fn active(&self, name: &str) -> Result<Arc<Bundle>, PipelineError> {
         self.registry.active(name).ok_or_else(|| PipelineError::UnknownBundle { name: name.to_owned() })
+    }
+
+    /// The version this request goes to: the active one, or a canary for its share.
+    fn route(&self, name: &str) -> Result<Arc<Bundle>, PipelineError> {
+        self.registry.route(name).ok_or_else(|| PipelineError::UnknownBundle { name: name.to_owned() })
     }
 
     async fn submit<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> Result<R, PipelineError> {

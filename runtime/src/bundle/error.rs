@@ -31,11 +31,18 @@ pub enum BundleError {
     #[error("bundle {name} {version} failed its check: {reason}")]
     Check { name: String, version: String, reason: String },
 
+    /// A sample request of the manifest did not give its expected output.
+    #[error("bundle {name} {version} failed its smoke test: {reason}")]
+    SmokeTest { name: String, version: String, reason: String },
+
     #[error("unknown bundle {name}")]
     UnknownBundle { name: String },
 
     #[error("bundle {name} has no version {version}")]
     UnknownVersion { name: String, version: String },
+
+    #[error("bundle {name} {version} is serving (active or canary); activate another version first")]
+    InUse { name: String, version: String },
 
     #[error("bundle {name} {version} is already loaded")]
     AlreadyLoaded { name: String, version: String },

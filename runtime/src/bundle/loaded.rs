@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::error::{BundleError, InferenceError};
 use super::manifest::{DEFAULT_TOLERANCE, MANIFEST_FILE, Manifest};
 use super::signature::TrustedKeys;
+use super::stats::VersionStats;
 use crate::model::{Model, ModelError, OnnxRuntime};
 use crate::plugin::{Plugin, PluginHost};
 use crate::tensor::{Tensor, TensorData, split, stack};
@@ -46,11 +47,17 @@ impl BundleLoader {
         &self.plugins
     }
 
-    /// Loads the bundle in `dir` and checks it: the signature over the manifest (when
-    /// trusted keys are set), the files' digests, the runtime version, the plugin against
-    /// the manifest, the plugin's tensors against the model, and every sample request
-    /// against its expected outputs.
+    /// Loads the bundle in `dir` and checks it: [`verify`](Self::verify), [`build`](Self::build)
+    /// and [`Bundle::smoke_test`].
     pub fn load(&self, dir: &Path) -> Result<Bundle, BundleError> {
+        let bundle = self.build(self.verify(dir)?)?;
+        bundle.smoke_test()?;
+        Ok(bundle)
+    }
+
+    /// The checks that execute nothing of the bundle: the signature over the manifest (when
+    /// trusted keys are set), the runtime version it needs, and the files' digests.
+    pub fn verify(&self, dir: &Path) -> Result<Verified, BundleError> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path)
             .map_err(|error| BundleError::Read { path: path.clone(), reason: error.to_string() })?;
@@ -69,16 +76,47 @@ impl BundleLoader {
             });
         }
         manifest.verify_files(dir)?;
-        let plugin = self.plugins.load(&manifest.plugin_path(dir)).map_err(|source| BundleError::Plugin {
+        Ok(Verified { manifest, dir: dir.to_owned(), signed_by })
+    }
+
+    /// Compiles the plugin, builds the model's sessions and checks that the manifest, the
+    /// plugin and the model fit together.
+    pub fn build(&self, verified: Verified) -> Result<Bundle, BundleError> {
+        let Verified { manifest, dir, signed_by } = verified;
+        let (name, version) = (manifest.bundle.name.clone(), manifest.bundle.version.to_string());
+        let plugin = self.plugins.load(&manifest.plugin_path(&dir)).map_err(|source| BundleError::Plugin {
             name: name.clone(),
             version: version.clone(),
             source,
         })?;
-        let model = Model::load(&self.onnx, &manifest.model_path(dir), self.sessions_per_model)
+        let model = Model::load(&self.onnx, &manifest.model_path(&dir), self.sessions_per_model)
             .map_err(|source| BundleError::Model { name: name.clone(), version: version.clone(), source })?;
-        let bundle = Bundle { manifest, dir: dir.to_owned(), plugin, model, signed_by };
-        bundle.check().map_err(|reason| BundleError::Check { name, version, reason })?;
+        let bundle = Bundle { manifest, dir, plugin, model, signed_by, stats: VersionStats::default() };
+        bundle.check_interface().map_err(|reason| BundleError::Check { name, version, reason })?;
         Ok(bundle)
+    }
+}
+
+/// A bundle folder that passed [`BundleLoader::verify`]; nothing of it has run yet.
+#[derive(Debug)]
+pub struct Verified {
+    manifest: Manifest,
+    dir: PathBuf,
+    signed_by: Option<String>,
+}
+
+impl Verified {
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn signed_by(&self) -> Option<&str> {
+        self.signed_by.as_deref()
+    }
+
+    /// The same bundle after its folder was moved to `dir` (files unchanged).
+    pub fn moved_to(self, dir: PathBuf) -> Self {
+        Self { dir, ..self }
     }
 }
 
@@ -91,6 +129,8 @@ pub struct Bundle {
     model: Model,
     /// The id of the trusted key whose signature was verified at load, if keys are configured.
     signed_by: Option<String>,
+    /// Outcomes of the requests served by this version (a canary is judged on them).
+    stats: VersionStats,
 }
 
 /// One answered request.
@@ -221,14 +261,39 @@ impl Bundle {
         Ok(instance.postprocess(request, outputs)?.unwrap_or_else(|| default_response(outputs)))
     }
 
-    /// The checks run at load (see [`BundleLoader::load`]); the reason names what failed.
-    pub fn check(&self) -> Result<(), String> {
+    /// Records that the bundle's folder moved (its files unchanged): the plugin and the model
+    /// are in memory, only [`dir`](Self::dir) follows.
+    pub fn moved_to(&mut self, dir: PathBuf) {
+        self.dir = dir;
+    }
+
+    /// Requests served by this version, for judging a canary.
+    pub fn stats(&self) -> &VersionStats {
+        &self.stats
+    }
+
+    /// The manifest's inputs against the plugin's own description.
+    fn check_interface(&self) -> Result<(), String> {
         let info = self.plugin.info();
         let declared: Vec<&str> = self.manifest.inputs.iter().map(|field| field.name.as_str()).collect();
         let described: Vec<&str> = info.inputs.iter().map(|field| field.name.as_str()).collect();
         if !self.manifest.inputs.is_empty() && declared != described {
             return Err(format!("the manifest lists inputs {declared:?} but the plugin describes {described:?}"));
         }
+        Ok(())
+    }
+
+    /// Runs every sample request of the manifest through plugin and model and compares the
+    /// outputs with the expected ones; the error names the sample and what differed.
+    pub fn smoke_test(&self) -> Result<(), BundleError> {
+        self.run_samples().map_err(|reason| BundleError::SmokeTest {
+            name: self.name().to_owned(),
+            version: self.version().to_string(),
+            reason,
+        })
+    }
+
+    fn run_samples(&self) -> Result<(), String> {
         for (index, sample) in self.manifest.samples.iter().enumerate() {
             let tensors = self.plugin.preprocess(&sample.request).map_err(|e| format!("sample {index}: {e}"))?;
             self.model

@@ -21,10 +21,12 @@ mod loaded;
 mod manifest;
 mod registry;
 pub mod signature;
+mod stats;
 
 pub use config::{BundlesConfig, TrustConfig};
 pub use error::{BundleError, InferenceError};
-pub use loaded::{Bundle, BundleLoader, Inference, default_response};
+pub use loaded::{Bundle, BundleLoader, Inference, Verified, default_response};
 pub use manifest::{MANIFEST_FILE, MODEL_FILE, Manifest, PLUGIN_FILE, Sample};
-pub use registry::{BundleSummary, LoadReport, Registry};
+pub use registry::{BundleSummary, CanarySummary, LoadReport, Registry};
 pub use signature::{SIGNATURE_FILE, TrustedKeys};
+pub use stats::{StatsSnapshot, VersionStats};

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -27,6 +28,27 @@ struct Snapshot {
 struct Entry {
     versions: BTreeMap<Version, Arc<Bundle>>,
     active: Version,
+    canary: Option<Canary>,
+}
+
+/// A version serving a share of a name's requests beside the active one.
+#[derive(Debug, Clone)]
+struct Canary {
+    version: Version,
+    /// Requests in a thousand that go to the canary.
+    per_mille: u64,
+    /// Requests routed so far, shared by every snapshot of this canary: spreads the share
+    /// evenly (every n-th request) rather than by chance.
+    routed: Arc<AtomicU64>,
+}
+
+impl Canary {
+    /// Whether the next request goes to the canary: the n-th request does when the count
+    /// of canary requests due, n * share, steps up at n (so exactly the share, evenly spread).
+    fn takes_next(&self) -> bool {
+        let n = self.routed.fetch_add(1, Ordering::Relaxed);
+        (n + 1) * self.per_mille / 1000 > n * self.per_mille / 1000
+    }
 }
 
 /// What loading one bundle folder gave.
@@ -47,6 +69,15 @@ pub struct BundleSummary {
     pub model_sha256: String,
     pub inputs: Vec<FieldSpec>,
     pub outputs: Vec<OutputSpec>,
+    /// The version serving a share of the requests as a canary, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CanarySummary {
+    pub version: String,
+    pub share_percent: f64,
 }
 
 #[derive(Debug)]
@@ -93,10 +124,11 @@ impl Registry {
         let _writer = self.lock_writer();
         let (name, version) = (bundle.name().to_owned(), bundle.version().clone());
         let mut snapshot = Snapshot::clone(&self.state.load());
-        let entry = snapshot
-            .names
-            .entry(name.clone())
-            .or_insert_with(|| Entry { versions: BTreeMap::new(), active: version.clone() });
+        let entry = snapshot.names.entry(name.clone()).or_insert_with(|| Entry {
+            versions: BTreeMap::new(),
+            active: version.clone(),
+            canary: None,
+        });
         if entry.versions.contains_key(&version) {
             return Err(BundleError::AlreadyLoaded { name, version: version.to_string() });
         }
@@ -110,6 +142,18 @@ impl Registry {
         let snapshot = self.state.load();
         let entry = snapshot.names.get(name)?;
         entry.versions.get(&entry.active).cloned()
+    }
+
+    /// The version of `name` the next request goes to: the canary's share of the requests
+    /// goes to the canary, the rest to the active version.
+    pub fn route(&self, name: &str) -> Option<Arc<Bundle>> {
+        let snapshot = self.state.load();
+        let entry = snapshot.names.get(name)?;
+        let version = match &entry.canary {
+            Some(canary) if canary.takes_next() => &canary.version,
+            _ => &entry.active,
+        };
+        entry.versions.get(version).cloned()
     }
 
     /// A specific version of `name`, active or not.
@@ -126,9 +170,53 @@ impl Registry {
             return Err(BundleError::UnknownVersion { name: name.to_owned(), version: version.to_string() });
         }
         let previous = std::mem::replace(&mut entry.active, version.clone());
+        // Activation settles the name: a canary of it ends (promoted when it is this version).
+        entry.canary = None;
         self.state.store(Arc::new(snapshot));
         tracing::info!(bundle = name, %version, %previous, "bundle activated");
         Ok(previous)
+    }
+
+    /// Sends `share_percent` of `name`'s requests to `version` (loaded, not active), beside
+    /// the active version; replaces any canary `name` had.
+    pub fn start_canary(&self, name: &str, version: &Version, share_percent: f64) -> Result<(), BundleError> {
+        let _writer = self.lock_writer();
+        let mut snapshot = Snapshot::clone(&self.state.load());
+        let entry = snapshot.names.get_mut(name).ok_or_else(|| BundleError::UnknownBundle { name: name.to_owned() })?;
+        if !entry.versions.contains_key(version) {
+            return Err(BundleError::UnknownVersion { name: name.to_owned(), version: version.to_string() });
+        }
+        let per_mille = (share_percent * 10.0).round().clamp(1.0, 999.0) as u64;
+        entry.canary = Some(Canary { version: version.clone(), per_mille, routed: Arc::default() });
+        self.state.store(Arc::new(snapshot));
+        tracing::info!(bundle = name, %version, share_percent, "canary started");
+        Ok(())
+    }
+
+    /// Ends `name`'s canary, if any, without promoting it: every request goes to the active
+    /// version again. Returns the canary's version.
+    pub fn stop_canary(&self, name: &str) -> Option<Version> {
+        let _writer = self.lock_writer();
+        let mut snapshot = Snapshot::clone(&self.state.load());
+        let canary = snapshot.names.get_mut(name)?.canary.take()?;
+        self.state.store(Arc::new(snapshot));
+        tracing::info!(bundle = name, version = %canary.version, "canary stopped");
+        Some(canary.version)
+    }
+
+    /// The active version of every name.
+    pub fn active_versions(&self) -> BTreeMap<String, Version> {
+        self.state.load().names.iter().map(|(name, entry)| (name.clone(), entry.active.clone())).collect()
+    }
+
+    /// The canary version of every name that has one.
+    pub fn canary_versions(&self) -> BTreeMap<String, Version> {
+        let snapshot = self.state.load();
+        snapshot
+            .names
+            .iter()
+            .filter_map(|(name, entry)| Some((name.clone(), entry.canary.as_ref()?.version.clone())))
+            .collect()
     }
 
     /// Unloads an inactive version. In-flight requests holding it finish first.
@@ -136,12 +224,8 @@ impl Registry {
         let _writer = self.lock_writer();
         let mut snapshot = Snapshot::clone(&self.state.load());
         let entry = snapshot.names.get_mut(name).ok_or_else(|| BundleError::UnknownBundle { name: name.to_owned() })?;
-        if &entry.active == version {
-            return Err(BundleError::Check {
-                name: name.to_owned(),
-                version: version.to_string(),
-                reason: "the active version cannot be removed; activate another first".to_owned(),
-            });
+        if &entry.active == version || entry.canary.as_ref().is_some_and(|canary| &canary.version == version) {
+            return Err(BundleError::InUse { name: name.to_owned(), version: version.to_string() });
         }
         entry
             .versions
@@ -169,6 +253,10 @@ impl Registry {
                     model_sha256: active.model().sha256().to_owned(),
                     inputs: info.inputs.clone(),
                     outputs: info.outputs.clone(),
+                    canary: entry.canary.as_ref().map(|canary| CanarySummary {
+                        version: canary.version.to_string(),
+                        share_percent: canary.per_mille as f64 / 10.0,
+                    }),
                 })
             })
             .collect()

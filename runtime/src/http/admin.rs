@@ -106,7 +106,7 @@ pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse
                 ok: true,
             })
             .collect(),
-        mqtt: None,
+        mqtt: state.fleet.get().map(crate::fleet::FleetHealth::snapshot),
         inference_queue: QueueHealth {
             depth: state.pipeline.queued(),
             capacity: state.config.queue_capacity,

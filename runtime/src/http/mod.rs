@@ -73,6 +73,8 @@ pub struct AppState {
     pub system: Arc<SystemMonitor>,
     pub onnx: OnnxRuntime,
     pub config: Arc<ServerConfig>,
+    /// The fleet link, once it started (never when no broker is configured).
+    pub fleet: Arc<std::sync::OnceLock<crate::fleet::FleetHealth>>,
 }
 
 fn ensure_ready(state: &AppState) -> Result<(), ApiError> {

@@ -16,6 +16,9 @@
 //! This module knows nothing of HTTP, plugins or models: it stores what it is given. Its reads are
 //! synchronous and quick (a sled lookup); its writes are async and resolve when the writer has done them.
 //!
+//! Other modules keep their durable state in [`Table`]s (trees `table/<name>`), written through the same
+//! writer.
+//!
 //! Layout: trees `predictions` (key: the UUIDv7's 16 bytes, value: [`PredictionRecord`] as JSON), `audit`
 //! (key: seq as u64 big-endian) and `meta` (the audit head, the clean-shutdown marker, the count of
 //! predictions at the last close).
@@ -26,6 +29,7 @@ mod db;
 mod error;
 mod record;
 mod retention;
+mod table;
 mod time;
 mod writer;
 
@@ -41,7 +45,8 @@ use uuid::Uuid;
 pub use config::{Durability, StoreConfig};
 pub use error::StoreError;
 pub use record::{AuditKind, AuditProblem, AuditRecord, AuditReport, PredictionRecord, StoreStats};
-pub use time::{rfc3339_millis, time_of_id};
+pub use table::{Table, TableOp};
+pub use time::{now_unix_ms, rfc3339_millis, time_of_id};
 
 use audit::Head;
 use db::Trees;
@@ -142,6 +147,12 @@ impl Store {
     /// Audit records with seq > after (None: from the first), at most `limit`, in order.
     pub fn audit_records(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         audit::records(&self.inner.trees.audit, after, limit)
+    }
+
+    /// Follows the audit trail: the seq of the last durable audit record, updated after each flush that
+    /// made new ones durable.
+    pub fn audit_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.counters.audit_durable.subscribe()
     }
 
     /// Checks the whole chain: a full read of the audit tree.

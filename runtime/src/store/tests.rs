@@ -481,3 +481,59 @@ async fn stats_count_what_is_stored() {
     assert!(stats.disk_bytes > 0);
     store.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn table_writes_are_durable_atomic_and_ordered_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let relaxed = StoreConfig { durability: Durability::Relaxed, ..StoreConfig::default() };
+    let (store, _) = open(dir.path(), &relaxed);
+    let table = store.table("outbox").unwrap();
+    let before = flushes(&store);
+    table.put(2u64.to_be_bytes(), b"second".to_vec()).await.unwrap();
+    // Durable even in relaxed mode: the write waited for its own flush.
+    assert!(flushes(&store) > before);
+    table
+        .apply(vec![
+            TableOp::Put(1u64.to_be_bytes().to_vec(), b"first".to_vec()),
+            TableOp::Put(3u64.to_be_bytes().to_vec(), b"third".to_vec()),
+            TableOp::Remove(2u64.to_be_bytes().to_vec()),
+        ])
+        .await
+        .unwrap();
+    let values: Vec<Vec<u8>> = table.entries().unwrap().into_iter().map(|(_, value)| value).collect();
+    assert_eq!(values, [b"first".to_vec(), b"third".to_vec()]);
+    assert_eq!(table.last_key().unwrap(), Some(3u64.to_be_bytes().to_vec()));
+    // A table is a store handle too: the database stays open until it is gone.
+    drop(table);
+    store.close().await.unwrap();
+
+    let (store, _) = open(dir.path(), &relaxed);
+    let table = store.table("outbox").unwrap();
+    assert_eq!(table.len(), 2);
+    assert_eq!(table.get(&1u64.to_be_bytes()).unwrap().as_deref(), Some(&b"first"[..]));
+    assert_eq!(table.first(1).unwrap().len(), 1);
+    drop(table);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_store_s_own_trees_are_not_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), &StoreConfig::default());
+    for name in ["predictions", "audit", "meta", ""] {
+        assert!(matches!(store.table(name), Err(StoreError::InvalidRecord { .. })), "{name:?}");
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_audit_watch_follows_durable_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), &StoreConfig::default());
+    let mut watch = store.audit_watch();
+    assert_eq!(*watch.borrow_and_update(), 0);
+    store.audit(AuditKind::Started, json!({})).await.unwrap();
+    store.audit(AuditKind::Shutdown, json!({})).await.unwrap();
+    watch.wait_for(|seq| *seq == 2).await.unwrap();
+    store.close().await.unwrap();
+}

@@ -32,7 +32,7 @@ pub(crate) fn unix_ms_of_key(key: &[u8]) -> u64 {
     key.iter().take(6).fold(0, |ms, &byte| ms << 8 | u64::from(byte))
 }
 
-pub(crate) fn now_unix_ms() -> u64 {
+pub fn now_unix_ms() -> u64 {
     // A clock before 1970 is a broken clock; 0 keeps the record writable.
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }

@@ -36,6 +36,8 @@ pub(crate) struct Encoded {
 pub(crate) enum Write {
     Predictions(Vec<Encoded>, Ack<()>),
     Audit(AuditKind, serde_json::Value, Ack<AuditRecord>),
+    /// A table's batch (applied atomically) and its number of operations.
+    Table(sled::Tree, sled::Batch, usize, Ack<()>),
     /// Writes everything queued before it, records the clean shutdown, flushes and stops the writer.
     Close(Ack<()>),
     /// Tests: the writer reports on `held` and blocks until `release` yields or is dropped.
@@ -51,6 +53,8 @@ pub(crate) enum Write {
 pub(crate) struct Counters {
     pub predictions: AtomicU64,
     pub audit_records: AtomicU64,
+    /// The seq of the last audit record known durable, for those who follow the trail.
+    pub audit_durable: tokio::sync::watch::Sender<u64>,
     /// Tests: the number of flushes, to await and count them.
     #[cfg(test)]
     pub flushes: tokio::sync::watch::Sender<u64>,
@@ -64,6 +68,7 @@ impl Counters {
         Self {
             predictions: AtomicU64::new(predictions),
             audit_records: AtomicU64::new(audit_records),
+            audit_durable: tokio::sync::watch::Sender::new(audit_records),
             #[cfg(test)]
             flushes: tokio::sync::watch::Sender::new(0),
             #[cfg(test)]
@@ -83,6 +88,7 @@ struct Group {
 #[derive(Debug)]
 enum Waiting {
     Predictions(Ack<()>),
+    Table(Ack<()>),
     Audit(AuditRecord, Ack<AuditRecord>),
 }
 
@@ -206,6 +212,15 @@ impl Writer {
                 }
                 group.records += 1;
             }
+            Write::Table(tree, batch, count, ack) => {
+                match tree.apply_batch(batch) {
+                    Ok(()) => group.waiting.push(Waiting::Table(ack)),
+                    Err(error) => drop(ack.send(Err(error.into()))),
+                }
+                self.unflushed += count;
+                group.records += count;
+                metrics::counter!(STORE_WRITES).increment(count as u64);
+            }
             Write::Close(ack) => group.close = Some(ack),
             #[cfg(test)]
             Write::Hold { held, release } => {
@@ -223,10 +238,13 @@ impl Writer {
             return false;
         }
         let result = self.flush(group.close.is_some());
+        if result.is_ok() && group.waiting.iter().any(|waiting| matches!(waiting, Waiting::Audit(..))) {
+            self.counters.audit_durable.send_replace(self.head.seq);
+        }
         for waiting in group.waiting {
             // A send fails only when the caller stopped waiting; the write stands regardless.
             match waiting {
-                Waiting::Predictions(ack) => drop(ack.send(result.clone())),
+                Waiting::Predictions(ack) | Waiting::Table(ack) => drop(ack.send(result.clone())),
                 Waiting::Audit(record, ack) => drop(ack.send(result.clone().map(|()| record))),
             }
         }

@@ -40,6 +40,18 @@ pub mod names {
     pub const STORE_GROUP_SIZE: &str = "forecourt_store_group_size";
     /// Writes waiting for the store writer.
     pub const STORE_QUEUE_DEPTH: &str = "forecourt_store_queue_depth";
+    /// 1 while connected to the fleet's MQTT broker, else 0.
+    pub const FLEET_CONNECTED: &str = "forecourt_fleet_connected";
+    /// Connections made to the broker (the first and every reconnection).
+    pub const FLEET_CONNECTIONS: &str = "forecourt_fleet_connections_total";
+    /// Messages waiting in the outbox for the broker.
+    pub const FLEET_OUTBOX_DEPTH: &str = "forecourt_fleet_outbox_depth";
+    /// Metrics snapshots dropped because the outbox was full.
+    pub const FLEET_OUTBOX_DROPPED: &str = "forecourt_fleet_outbox_dropped_total";
+    /// Messages the broker acknowledged, by `kind` (metrics, event, deployment).
+    pub const FLEET_PUBLISHED: &str = "forecourt_fleet_published_total";
+    /// Deployment requests finished, by `action` and `outcome` (the final step).
+    pub const FLEET_DEPLOYMENTS: &str = "forecourt_fleet_deployments_total";
 }
 
 /// The process's metrics recorder: renders everything recorded so far as Prometheus text.
@@ -117,6 +129,12 @@ fn describe() {
     describe_histogram!(names::STORE_FLUSH_DURATION, Unit::Seconds, "Duration of one store flush (fsync)");
     describe_histogram!(names::STORE_GROUP_SIZE, "Records made durable by one flush");
     describe_gauge!(names::STORE_QUEUE_DEPTH, "Writes waiting for the store writer");
+    describe_gauge!(names::FLEET_CONNECTED, "1 while connected to the fleet's MQTT broker");
+    describe_counter!(names::FLEET_CONNECTIONS, "Connections made to the fleet's MQTT broker");
+    describe_gauge!(names::FLEET_OUTBOX_DEPTH, "Messages waiting in the outbox for the broker");
+    describe_counter!(names::FLEET_OUTBOX_DROPPED, "Metrics snapshots dropped from the full outbox");
+    describe_counter!(names::FLEET_PUBLISHED, "Messages the broker acknowledged, by kind");
+    describe_counter!(names::FLEET_DEPLOYMENTS, "Deployment requests finished, by action and outcome");
 }
 
 /// One bundle version's metric handles, registered once: recording through a handle

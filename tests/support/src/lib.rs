@@ -2,9 +2,12 @@
 //! WebAssembly plugins (the examples in plugins/ and the hostile fixtures), so a plain
 //! `cargo test` works on a fresh checkout without a separate build step; it builds bundles
 //! ([`example_bundles`], [`all_bundles`]), runs the real binary as a server ([`Server`]),
-//! and installs the tools tests drive ([`ensure_apt`], [`ensure_pip`]).
+//! runs a real Mosquitto broker with a recording subscriber for the fleet link ([`Broker`],
+//! [`Subscription`]), and installs the tools tests drive ([`ensure_apt`], [`ensure_pip`]).
 
 mod bundles;
+mod fleet;
+mod mqtt;
 mod server;
 mod tools;
 
@@ -12,6 +15,8 @@ pub use bundles::{
     EXAMPLES, HOSTILE, HOSTILE_VERSION, all_bundles, copy_tree, example_bundles, hostile_bundle_dir, identity_model,
     sha256_hex, write_hostile_bundle,
 };
+pub use fleet::{FleetKit, Packaging, SHIPPED, forecourt, succeed};
+pub use mqtt::{Broker, Message, Subscription};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tools::{ensure_apt, ensure_pip};
 

@@ -59,7 +59,8 @@ pub fn ensure_pip(package: &str, module: &str) {
     assert!(python_imports(module), "installing {package} did not make `import {module}` work");
 }
 
-fn on_path(binary: &str) -> bool {
+/// Whether `which` finds `binary` (a name on the PATH, or a path).
+pub(crate) fn on_path(binary: &str) -> bool {
     Command::new("which").arg(binary).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 

@@ -1,5 +1,9 @@
 //! The `forecourt` command line (clap derive). Subcommands are thin: they parse
 //! arguments, call the library, and print.
+//!
+//! - [`fleet`]: `forecourt fleet`, the fleet manager's commands (push, rollback, remove, status).
+
+pub mod fleet;
 
 use std::path::PathBuf;
 
@@ -45,6 +49,9 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage a fleet of appliances over MQTT: push bundles, roll back, watch statuses.
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
     /// Print the effective configuration (defaults, file, environment) as TOML.
     Config {
         #[arg(long, short)]
@@ -160,6 +167,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             anyhow::ensure!(report.ok, "the audit chain is broken");
             Ok(())
+        }
+        Command::Fleet(command) => {
+            init_quiet_logging();
+            fleet::run(command)
         }
     }
 }

@@ -1,0 +1,645 @@
+//! The deployer: takes deployment requests from the broker and carries each through
+//! received -> verified -> staged -> loaded -> smoke_tested -> [canary] -> active, or
+//! rejects it, reporting every step on the deployment's topic (through the outbox) and in
+//! its durable record; and carries out rollback and remove requests.
+//!
+//! Requests are recorded before they are acknowledged to the broker, so none is lost to a
+//! crash, and a request delivered twice is answered with its recorded outcome, not run
+//! again. Deployments run one at a time; a canary watches in the background.
+//!
+//! Nothing switches before the bundle is verified, loaded and smoke-tested, and the switch
+//! itself is the registry's atomic swap: requests in flight finish on the version they
+//! started with.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use semver::Version;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc};
+
+use super::error::DeployError;
+use super::messages::{Action, BundleSource, CanaryPolicy, Progress, Reason, ReasonCode, Request, Step};
+use super::outbox::{Kind, Outbox, Queued};
+use super::state::{DeploymentRecord, Dirs, FleetState, Preference, now};
+use super::topics::Topics;
+use crate::bundle::{Bundle, Registry, archive};
+use crate::store::{AuditKind, Store};
+use crate::telemetry::names;
+
+/// How often a canary's figures are judged.
+const CANARY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Deployments waiting behind the one running; more are rejected as busy.
+const QUEUE: usize = 16;
+
+/// A recorded request, waiting for its turn.
+#[derive(Debug)]
+pub struct Job {
+    request: Request,
+    record: DeploymentRecord,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deployer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Arc<Registry>,
+    store: Store,
+    state: FleetState,
+    outbox: Arc<Outbox>,
+    topics: Topics,
+    device: String,
+    dirs: Dirs,
+    max_request_bytes: usize,
+    /// Notified whenever the active or canary versions change (the status follows).
+    changed: Arc<Notify>,
+    /// Running canaries by bundle name.
+    canaries: Mutex<HashMap<String, RunningCanary>>,
+}
+
+#[derive(Debug)]
+struct RunningCanary {
+    deployment: String,
+    version: Version,
+    stop: Arc<Notify>,
+}
+
+impl Deployer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        registry: Arc<Registry>,
+        store: Store,
+        state: FleetState,
+        outbox: Arc<Outbox>,
+        topics: Topics,
+        device: String,
+        dirs: Dirs,
+        max_request_bytes: usize,
+        changed: Arc<Notify>,
+    ) -> Self {
+        let inner = Inner {
+            registry,
+            store,
+            state,
+            outbox,
+            topics,
+            device,
+            dirs,
+            max_request_bytes,
+            changed,
+            canaries: Mutex::default(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Runs the queue of deployments, one at a time, until the sender is dropped.
+    pub async fn run(self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            self.execute(job).await;
+        }
+    }
+
+    /// A queue of deployments for [`run`](Self::run).
+    pub fn queue() -> (mpsc::Sender<Job>, mpsc::Receiver<Job>) {
+        mpsc::channel(QUEUE)
+    }
+
+    /// Takes one incoming request: answers malformed, oversized and repeated requests at
+    /// once, records a new one as received and queues it. Returns once the request is
+    /// recorded, so the caller may acknowledge it to the broker.
+    pub async fn receive(&self, payload: &[u8], queue: &mpsc::Sender<Job>) {
+        if payload.len() > self.inner.max_request_bytes {
+            let error = DeployError::TooLarge { size: payload.len(), max: self.inner.max_request_bytes };
+            self.reject_unparsed(lenient_id(payload), error.reason()).await;
+            return;
+        }
+        let request = match Request::parse(payload) {
+            Ok(request) => request,
+            Err((id, reason)) => return self.reject_unparsed(id, reason).await,
+        };
+        match self.inner.state.deployment(request.id()) {
+            Ok(Some(record)) => {
+                // Delivered again (a redelivery after a crash, or a repeated push).
+                if let Some(outcome) = record.outcome {
+                    self.publish(&outcome).await;
+                }
+                return;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot read the deployment records");
+                return;
+            }
+        }
+        let mut record = DeploymentRecord {
+            id: request.id().to_owned(),
+            action: request.action(),
+            step: Step::Received,
+            bundle: bundle_name(&request),
+            version: None,
+            previous: None,
+            started: now(),
+            updated: now(),
+            outcome: None,
+        };
+        if let Err(error) = self.step(&mut record, Step::Received, None).await {
+            tracing::error!(%error, deployment = %record.id, "cannot record a deployment request");
+            return;
+        }
+        self.audit(
+            AuditKind::DeploymentStarted,
+            json!({"deployment": record.id, "action": record.action, "bundle": record.bundle}),
+        )
+        .await;
+        if let Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) =
+            queue.try_send(Job { request, record })
+        {
+            let mut record = job.record;
+            let error = DeployError::Busy(format!("{QUEUE} deployments are already waiting"));
+            self.finish(&mut record, Step::Rejected, Some(error.reason()), None).await;
+        }
+    }
+
+    async fn execute(&self, job: Job) {
+        let Job { request, mut record } = job;
+        let result = match request {
+            Request::Deploy { bundle, canary, .. } => self.deploy(&mut record, bundle, canary).await,
+            Request::Rollback { bundle, .. } => self.rollback(&mut record, &bundle).await,
+            Request::Remove { bundle, version, .. } => self.remove(&mut record, &bundle, &version).await,
+        };
+        if let Err(error) = result {
+            tracing::warn!(deployment = %record.id, %error, "deployment request failed");
+            if record.action == Action::Deploy {
+                self.audit(
+                    AuditKind::BundleRejected,
+                    json!({"deployment": record.id, "bundle": record.bundle, "version": record.version, "reason": error.to_string()}),
+                )
+                .await;
+            }
+            self.finish(&mut record, Step::Rejected, Some(error.reason()), None).await;
+        }
+        let _ = std::fs::remove_dir_all(self.inner.dirs.staging.join(&record.id));
+    }
+
+    async fn deploy(
+        &self,
+        record: &mut DeploymentRecord,
+        source: BundleSource,
+        canary: Option<CanaryPolicy>,
+    ) -> Result<(), DeployError> {
+        let inner = &self.inner;
+        if inner.registry.loader().trusted_keys().is_none() {
+            return Err(DeployError::NoTrustedKeys);
+        }
+        let bytes = fetch(source, inner.max_request_bytes).await?;
+        let scratch = inner.dirs.staging.join(&record.id);
+        let dir = blocking(move || unpack(&bytes, &scratch)).await??;
+        let loader = inner.registry.loader().clone();
+        let verified = blocking(move || loader.verify(&dir)).await??;
+        let (name, version) = (verified.manifest().bundle.name.clone(), verified.manifest().bundle.version.clone());
+        record.bundle = Some(name.clone());
+        record.version = Some(version.to_string());
+        self.step(record, Step::Verified, Some(json!({"key_id": verified.signed_by()}))).await?;
+
+        if inner.registry.version(&name, &version).is_some() {
+            return self.switch_to_loaded(record, &name, &version, canary).await;
+        }
+        if let Some(running) = self.canary_of(&name) {
+            return Err(DeployError::Busy(format!("a canary of {name} ({}) is running", running.0)));
+        }
+        self.step(record, Step::Staged, None).await?;
+        let loader = inner.registry.loader().clone();
+        let bundle = blocking(move || loader.build(verified)).await??;
+        self.step(record, Step::Loaded, None).await?;
+        let (bundle, smoke) = blocking(move || {
+            let result = bundle.smoke_test();
+            (bundle, result)
+        })
+        .await?;
+        smoke?;
+        let samples = bundle.manifest().samples.len();
+        self.step(record, Step::SmokeTested, Some(json!({"samples": samples}))).await?;
+
+        let bundle = self.install(bundle).await?;
+        inner.registry.insert(bundle)?;
+        self.audit(
+            AuditKind::BundleLoaded,
+            json!({"bundle": name, "version": version.to_string(), "deployment": record.id}),
+        )
+        .await;
+        match canary {
+            None => self.activate(record, &name, &version, None).await,
+            Some(policy) => self.start_canary(record, &name, &version, policy).await,
+        }
+    }
+
+    /// The version is loaded already: make it active (or a canary) without loading it again.
+    async fn switch_to_loaded(
+        &self,
+        record: &mut DeploymentRecord,
+        name: &str,
+        version: &Version,
+        canary: Option<CanaryPolicy>,
+    ) -> Result<(), DeployError> {
+        let active = self.inner.registry.active(name).map(|bundle| bundle.version().clone());
+        if active.as_ref() == Some(version) {
+            record.previous = self.inner.state.preference(name)?.and_then(|p| p.previous).map(|v| v.to_string());
+            self.finish(record, Step::Active, None, Some(json!({"note": "already active"}))).await;
+            return Ok(());
+        }
+        match canary {
+            None => self.activate(record, name, version, None).await,
+            Some(policy) => self.start_canary(record, name, version, policy).await,
+        }
+    }
+
+    /// Moves a smoke-tested bundle from staging to its installed folder, durably.
+    async fn install(&self, mut bundle: Bundle) -> Result<Bundle, DeployError> {
+        let target = self.inner.dirs.installed_version(bundle.name(), bundle.version());
+        let source = bundle.dir().to_owned();
+        let moved = target.clone();
+        blocking(move || move_dir(&source, &moved)).await?.map_err(DeployError::Internal)?;
+        bundle.moved_to(target);
+        Ok(bundle)
+    }
+
+    /// The commit point: the preference is written, then the registry switches.
+    async fn activate(
+        &self,
+        record: &mut DeploymentRecord,
+        name: &str,
+        version: &Version,
+        detail: Option<Value>,
+    ) -> Result<(), DeployError> {
+        let inner = &self.inner;
+        let previous = inner.registry.active(name).map(|bundle| bundle.version().clone()).filter(|v| v != version);
+        inner.state.set_preference(name, &Preference { active: version.clone(), previous: previous.clone() }).await?;
+        inner.registry.activate(name, version)?;
+        inner.changed.notify_one();
+        record.previous = previous.as_ref().map(Version::to_string);
+        self.audit(
+            AuditKind::BundleActivated,
+            json!({"bundle": name, "version": version.to_string(), "previous": record.previous, "deployment": record.id}),
+        )
+        .await;
+        self.finish(record, Step::Active, None, detail).await;
+        Ok(())
+    }
+
+    async fn start_canary(
+        &self,
+        record: &mut DeploymentRecord,
+        name: &str,
+        version: &Version,
+        policy: CanaryPolicy,
+    ) -> Result<(), DeployError> {
+        let inner = &self.inner;
+        inner.registry.start_canary(name, version, policy.share_percent)?;
+        inner.changed.notify_one();
+        record.previous = inner.registry.active(name).map(|bundle| bundle.version().to_string());
+        self.step(record, Step::Canary, Some(serde_json::to_value(&policy).unwrap_or_default())).await?;
+        let stop = Arc::new(Notify::new());
+        let running =
+            RunningCanary { deployment: record.id.clone(), version: version.clone(), stop: Arc::clone(&stop) };
+        self.lock_canaries().insert(name.to_owned(), running);
+        let bundle =
+            inner.registry.version(name, version).ok_or_else(|| DeployError::Internal("canary vanished".into()))?;
+        let this = self.clone();
+        let (record, name, version) = (record.clone(), name.to_owned(), version.clone());
+        tokio::spawn(async move { this.watch_canary(record, name, version, bundle, policy, stop).await });
+        Ok(())
+    }
+
+    /// Judges a canary until it breaks a threshold (rolled back), its window ends
+    /// (promoted, or rolled back without enough requests), or a rollback stops it.
+    async fn watch_canary(
+        &self,
+        mut record: DeploymentRecord,
+        name: String,
+        version: Version,
+        bundle: Arc<Bundle>,
+        policy: CanaryPolicy,
+        stop: Arc<Notify>,
+    ) {
+        let started = bundle.stats().snapshot();
+        let deadline = Instant::now() + Duration::from_secs(policy.window_secs);
+        let verdict = loop {
+            tokio::select! {
+                () = stop.notified() => return,
+                () = tokio::time::sleep(CANARY_CHECK_INTERVAL) => {}
+            }
+            let window = bundle.stats().snapshot().since(&started);
+            let figures = json!({
+                "requests": window.requests,
+                "failures": window.failures,
+                "error_rate": window.error_rate(),
+                "p99_ms": window.p99_ms(),
+                "thresholds": {"max_error_rate": policy.max_error_rate, "max_p99_ms": policy.max_p99_ms, "min_requests": policy.min_requests},
+            });
+            let judged = window.requests > 0 && window.requests >= policy.min_requests;
+            if judged && window.error_rate() > policy.max_error_rate {
+                break Err((format!("error rate {:.4} over {}", window.error_rate(), policy.max_error_rate), figures));
+            }
+            if judged && window.p99_ms() > policy.max_p99_ms {
+                break Err((format!("p99 latency {} ms over {} ms", window.p99_ms(), policy.max_p99_ms), figures));
+            }
+            if Instant::now() >= deadline {
+                break if window.requests >= policy.min_requests {
+                    Ok(figures)
+                } else {
+                    Err((
+                        format!("only {} requests in the window, {} needed", window.requests, policy.min_requests),
+                        figures,
+                    ))
+                };
+            }
+        };
+        self.lock_canaries().remove(&name);
+        drop(bundle);
+        match verdict {
+            Ok(figures) => {
+                tracing::info!(bundle = %name, %version, "canary promoted");
+                if let Err(error) = self.activate(&mut record, &name, &version, Some(figures)).await {
+                    self.finish(&mut record, Step::Rejected, Some(error.reason()), None).await;
+                }
+            }
+            Err((reason, figures)) => {
+                tracing::warn!(bundle = %name, %version, %reason, "canary rolled back");
+                let error = DeployError::CanaryFailed { reason: format!("canary rolled back: {reason}") };
+                self.end_canary(&mut record, &name, &version, error.reason(), Some(figures)).await;
+            }
+        }
+    }
+
+    /// Stops a canary, unloads and deletes its version, and reports it rolled back.
+    async fn end_canary(
+        &self,
+        record: &mut DeploymentRecord,
+        name: &str,
+        version: &Version,
+        reason: Reason,
+        detail: Option<Value>,
+    ) {
+        let inner = &self.inner;
+        inner.registry.stop_canary(name);
+        inner.changed.notify_one();
+        let _ = inner.registry.remove(name, version);
+        let _ = std::fs::remove_dir_all(inner.dirs.installed_version(name, version));
+        self.audit(
+            AuditKind::RolledBack,
+            json!({"bundle": name, "version": version.to_string(), "deployment": record.id, "reason": reason.message}),
+        )
+        .await;
+        self.finish(record, Step::RolledBack, Some(reason), detail).await;
+    }
+
+    async fn rollback(&self, record: &mut DeploymentRecord, name: &str) -> Result<(), DeployError> {
+        let inner = &self.inner;
+        if let Some((canary_version, canary_deployment)) = self.canary_of(name) {
+            if let Some(running) = self.lock_canaries().remove(name) {
+                running.stop.notify_one();
+            }
+            let mut canary_record = inner
+                .state
+                .deployment(&canary_deployment)?
+                .ok_or_else(|| DeployError::Internal(format!("no record of deployment {canary_deployment}")))?;
+            let reason =
+                Reason::new(ReasonCode::CanaryFailed, format!("rollback requested by deployment {}", record.id));
+            self.end_canary(&mut canary_record, name, &canary_version, reason, None).await;
+            record.version = inner.registry.active(name).map(|bundle| bundle.version().to_string());
+            record.previous = Some(canary_version.to_string());
+            self.finish(record, Step::RolledBack, None, Some(json!({"canary_stopped": canary_deployment}))).await;
+            return Ok(());
+        }
+        let current = inner
+            .registry
+            .active(name)
+            .map(|bundle| bundle.version().clone())
+            .ok_or_else(|| DeployError::NotFound(format!("there is no bundle named {name:?}")))?;
+        let previous = inner
+            .state
+            .preference(name)?
+            .and_then(|preference| preference.previous)
+            .filter(|previous| inner.registry.version(name, previous).is_some())
+            .ok_or_else(|| {
+                DeployError::NotFound(format!("{name} {current} has no previous version to roll back to"))
+            })?;
+        inner
+            .state
+            .set_preference(name, &Preference { active: previous.clone(), previous: Some(current.clone()) })
+            .await?;
+        inner.registry.activate(name, &previous)?;
+        inner.changed.notify_one();
+        record.version = Some(previous.to_string());
+        record.previous = Some(current.to_string());
+        self.audit(
+            AuditKind::RolledBack,
+            json!({"bundle": name, "version": previous.to_string(), "from": current.to_string(), "deployment": record.id}),
+        )
+        .await;
+        self.finish(record, Step::RolledBack, None, None).await;
+        Ok(())
+    }
+
+    async fn remove(&self, record: &mut DeploymentRecord, name: &str, version: &Version) -> Result<(), DeployError> {
+        let inner = &self.inner;
+        record.version = Some(version.to_string());
+        if inner.registry.version(name, version).is_none() {
+            return Err(DeployError::NotFound(format!("bundle {name} has no version {version} loaded")));
+        }
+        let dir = inner.dirs.installed_version(name, version);
+        if !dir.is_dir() {
+            return Err(DeployError::Refused(format!(
+                "{name} {version} ships with the appliance's bundles folder; only deployed versions can be removed"
+            )));
+        }
+        inner.registry.remove(name, version)?;
+        if let Some(mut preference) = inner.state.preference(name)?
+            && preference.previous.as_ref() == Some(version)
+        {
+            preference.previous = None;
+            inner.state.set_preference(name, &preference).await?;
+        }
+        blocking(move || std::fs::remove_dir_all(&dir)).await?.map_err(|e| DeployError::Internal(e.to_string()))?;
+        inner.changed.notify_one();
+        self.audit(
+            AuditKind::BundleRemoved,
+            json!({"bundle": name, "version": version.to_string(), "deployment": record.id}),
+        )
+        .await;
+        self.finish(record, Step::Removed, None, None).await;
+        Ok(())
+    }
+
+    /// The running canary of `name`: its version and deployment.
+    fn canary_of(&self, name: &str) -> Option<(Version, String)> {
+        self.lock_canaries().get(name).map(|running| (running.version.clone(), running.deployment.clone()))
+    }
+
+    fn lock_canaries(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningCanary>> {
+        self.inner.canaries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a step and queues its message.
+    async fn step(&self, record: &mut DeploymentRecord, step: Step, detail: Option<Value>) -> Result<(), DeployError> {
+        let progress = record.progress(&self.inner.device, step, None, detail, false);
+        record.step = step;
+        record.updated = progress.time.clone();
+        self.inner.state.save(record).await?;
+        self.publish(&progress).await;
+        Ok(())
+    }
+
+    /// Records the final step and queues its message. Failures to record are logged: the
+    /// restart after a store failure resolves the deployment.
+    async fn finish(&self, record: &mut DeploymentRecord, step: Step, reason: Option<Reason>, detail: Option<Value>) {
+        let progress = record.progress(&self.inner.device, step, reason, detail, true);
+        record.step = step;
+        record.updated = progress.time.clone();
+        record.outcome = Some(progress.clone());
+        if let Err(error) = self.inner.state.save(record).await {
+            tracing::error!(%error, deployment = %record.id, "cannot record a deployment's outcome");
+        }
+        let outcome = if progress.ok == Some(true) { "ok" } else { step.as_str() };
+        metrics::counter!(names::FLEET_DEPLOYMENTS, "action" => action_str(record.action), "outcome" => outcome)
+            .increment(1);
+        tracing::info!(deployment = %record.id, step = step.as_str(), bundle = ?record.bundle, version = ?record.version,
+            reason = ?progress.reason.as_ref().map(|reason| &reason.message), "deployment finished");
+        self.audit(
+            AuditKind::DeploymentFinished,
+            json!({"deployment": record.id, "action": record.action, "step": step, "bundle": record.bundle,
+                   "version": record.version, "reason": progress.reason}),
+        )
+        .await;
+        self.publish(&progress).await;
+    }
+
+    /// Queues a progress message on its deployment's topic.
+    async fn publish(&self, progress: &Progress) {
+        let topic = self.inner.topics.deployment(&self.inner.device, &progress.deployment);
+        let payload = serde_json::to_string(progress).unwrap_or_default();
+        if let Err(error) = self.inner.outbox.push(Queued { kind: Kind::Deployment, topic, payload }).await {
+            tracing::error!(%error, deployment = %progress.deployment, "cannot queue a deployment message");
+        }
+    }
+
+    /// A request that could not be parsed: rejected under its id, or a made-up one.
+    async fn reject_unparsed(&self, id: Option<String>, reason: Reason) {
+        let id = id.unwrap_or_else(|| format!("invalid-{}", uuid::Uuid::now_v7()));
+        tracing::warn!(deployment = %id, reason = %reason.message, "deployment request refused");
+        let mut record = DeploymentRecord {
+            id,
+            action: Action::Deploy,
+            step: Step::Received,
+            bundle: None,
+            version: None,
+            previous: None,
+            started: now(),
+            updated: now(),
+            outcome: None,
+        };
+        self.finish(&mut record, Step::Rejected, Some(reason), None).await;
+    }
+
+    async fn audit(&self, kind: AuditKind, details: Value) {
+        if let Err(error) = self.inner.store.audit(kind, details).await {
+            tracing::error!(%error, "cannot write an audit record");
+        }
+    }
+}
+
+fn action_str(action: Action) -> &'static str {
+    match action {
+        Action::Deploy => "deploy",
+        Action::Rollback => "rollback",
+        Action::Remove => "remove",
+    }
+}
+
+fn bundle_name(request: &Request) -> Option<String> {
+    match request {
+        Request::Deploy { .. } => None,
+        Request::Rollback { bundle, .. } | Request::Remove { bundle, .. } => Some(bundle.clone()),
+    }
+}
+
+/// The id of a request too large to parse in full, if it has a readable one.
+fn lenient_id(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    serde_json::from_slice::<IdOnly>(payload)
+        .ok()
+        .map(|only| only.id)
+        .filter(|id| super::messages::check_id(id).is_ok())
+}
+
+/// The `.fcb` bytes of a request, checked against its sha256.
+async fn fetch(source: BundleSource, max_bytes: usize) -> Result<Vec<u8>, DeployError> {
+    let bytes = match (&source.inline, &source.url) {
+        (Some(inline), _) => base64::engine::general_purpose::STANDARD
+            .decode(inline.as_bytes())
+            .map_err(|error| DeployError::Transfer(format!("`bundle.inline` is not base64: {error}")))?,
+        (None, Some(url)) => {
+            let url = url.clone();
+            blocking(move || download(&url, max_bytes)).await??
+        }
+        (None, None) => return Err(DeployError::Transfer("the request carries no bundle".to_owned())),
+    };
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if !actual.eq_ignore_ascii_case(&source.sha256) {
+        return Err(DeployError::Transfer(format!(
+            "the bundle's sha256 is {actual}, not {} as the request says",
+            source.sha256
+        )));
+    }
+    Ok(bytes)
+}
+
+fn download(url: &str, max_bytes: usize) -> Result<Vec<u8>, DeployError> {
+    let failed = |error: ureq::Error| DeployError::Transfer(format!("cannot download {url}: {error}"));
+    let mut response = ureq::get(url).call().map_err(failed)?;
+    response.body_mut().with_config().limit(max_bytes as u64).read_to_vec().map_err(failed)
+}
+
+/// Writes the `.fcb` into `scratch` and unpacks it there; returns the bundle's folder.
+fn unpack(bytes: &[u8], scratch: &Path) -> Result<PathBuf, DeployError> {
+    let io = |error: std::io::Error| DeployError::Internal(format!("cannot stage the bundle: {error}"));
+    std::fs::create_dir_all(scratch).map_err(io)?;
+    let file = scratch.join("bundle.fcb");
+    std::fs::write(&file, bytes).map_err(io)?;
+    let dir = archive::unpack(&file, &scratch.join("unpacked"))?;
+    Ok(dir)
+}
+
+/// Renames `from` to `to` (making `to`'s parent) and syncs both parents, so the move
+/// survives a power loss.
+fn move_dir(from: &Path, to: &Path) -> Result<(), String> {
+    let parent = to.parent().ok_or_else(|| format!("{} has no parent", to.display()))?;
+    std::fs::create_dir_all(parent).map_err(|error| format!("cannot make {}: {error}", parent.display()))?;
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(|error| format!("cannot replace {}: {error}", to.display()))?;
+    }
+    std::fs::rename(from, to).map_err(|error| format!("cannot move the bundle to {}: {error}", to.display()))?;
+    for dir in [Some(parent), from.parent()].into_iter().flatten() {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| format!("cannot sync {}: {error}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs blocking work (unpacking, compiling, smoke tests) off the runtime's threads.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, DeployError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| DeployError::Internal(format!("a deployment step panicked: {error}")))
+}

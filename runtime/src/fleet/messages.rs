@@ -1,0 +1,417 @@
+//! The JSON payloads on the fleet's topics (api-shapes.md section 3), shared by the
+//! appliance and the fleet manager (`forecourt fleet`), so the two cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::config::check_topic_level;
+
+/// Fleet -> device, on `<prefix>/<device>/deploy` or `<prefix>/groups/<group>/deploy` (QoS 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Install a bundle and make it active (or a canary).
+    Deploy {
+        id: String,
+        bundle: BundleSource,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        canary: Option<CanaryPolicy>,
+    },
+    /// Make the version that was active before the current one active again.
+    Rollback { id: String, bundle: String },
+    /// Unload an inactive version and delete its files.
+    Remove { id: String, bundle: String, version: semver::Version },
+}
+
+impl Request {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Deploy { id, .. } | Self::Rollback { id, .. } | Self::Remove { id, .. } => id,
+        }
+    }
+
+    pub fn action(&self) -> Action {
+        match self {
+            Self::Deploy { .. } => Action::Deploy,
+            Self::Rollback { .. } => Action::Rollback,
+            Self::Remove { .. } => Action::Remove,
+        }
+    }
+
+    /// Parses a request, naming the offending field in the error. The deployment id is
+    /// returned alongside when it could be read, so that even a malformed request gets its
+    /// rejection on its own deployment topic.
+    pub fn parse(payload: &[u8]) -> Result<Self, (Option<String>, Reason)> {
+        let value: serde_json::Value = serde_json::from_slice(payload)
+            .map_err(|error| (None, Reason::new(ReasonCode::MalformedRequest, format!("not JSON: {error}"))))?;
+        let id = value.get("id").and_then(|id| id.as_str()).filter(|id| check_id(id).is_ok()).map(str::to_owned);
+        let malformed = |message: String| (id.clone(), Reason::new(ReasonCode::MalformedRequest, message));
+        let request: Request = serde_path_to_error::deserialize(&value).map_err(|error| {
+            let path = error.path().to_string();
+            let field = if path == "." { String::new() } else { format!("`{path}`: ") };
+            malformed(format!("{field}{}", error.inner()))
+        })?;
+        check_id(request.id()).map_err(|message| malformed(format!("`id`: {message}")))?;
+        if let Self::Deploy { bundle, canary, .. } = &request {
+            bundle.validate().map_err(malformed)?;
+            if let Some(canary) = canary {
+                canary.validate().map_err(malformed)?;
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// A deployment id: one topic level (it names `<prefix>/<device>/deployments/<id>`).
+pub fn check_id(id: &str) -> Result<(), String> {
+    check_topic_level("id", id).map_err(|error| error.message)
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Deploy,
+    Rollback,
+    Remove,
+}
+
+/// Where the bundle's `.fcb` comes from: inline (base64) or by URL, with its sha256 either way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleSource {
+    /// The `.fcb` file, standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
+    /// An `http://` URL the appliance downloads the `.fcb` from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Lowercase hex sha256 of the `.fcb` file.
+    pub sha256: String,
+}
+
+impl BundleSource {
+    fn validate(&self) -> Result<(), String> {
+        match (&self.inline, &self.url) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("`bundle`: give exactly one of `inline` and `url`".to_owned()),
+        }
+        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("`bundle.sha256`: must be 64 hex digits".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A canary: `share_percent` of the bundle's requests go to the new version for
+/// `window_secs`; it is rolled back as soon as its error rate or p99 latency breaks a
+/// threshold, and promoted at the end of the window otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryPolicy {
+    pub share_percent: f64,
+    #[serde(default = "CanaryPolicy::default_window_secs")]
+    pub window_secs: u64,
+    /// Failed requests (plugin, model or internal failures; not the client's input errors)
+    /// over all requests.
+    #[serde(default = "CanaryPolicy::default_max_error_rate")]
+    pub max_error_rate: f64,
+    #[serde(default = "CanaryPolicy::default_max_p99_ms")]
+    pub max_p99_ms: f64,
+    /// Requests the canary must have seen before the thresholds are judged; promotion at
+    /// the end of the window needs them too.
+    #[serde(default)]
+    pub min_requests: u64,
+}
+
+impl CanaryPolicy {
+    fn default_window_secs() -> u64 {
+        60
+    }
+    fn default_max_error_rate() -> f64 {
+        0.01
+    }
+    fn default_max_p99_ms() -> f64 {
+        100.0
+    }
+
+    /// A canary of `share_percent` with the default window and thresholds.
+    pub fn with_share(share_percent: f64) -> Self {
+        Self {
+            share_percent,
+            window_secs: Self::default_window_secs(),
+            max_error_rate: Self::default_max_error_rate(),
+            max_p99_ms: Self::default_max_p99_ms(),
+            min_requests: 0,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.share_percent > 0.0 && self.share_percent < 100.0) {
+            return Err(format!("`canary.share_percent`: must be above 0 and below 100, not {}", self.share_percent));
+        }
+        if !(1..=86_400).contains(&self.window_secs) {
+            return Err(format!("`canary.window_secs`: must be between 1 and 86400, not {}", self.window_secs));
+        }
+        if !(0.0..=1.0).contains(&self.max_error_rate) {
+            return Err(format!("`canary.max_error_rate`: must be between 0 and 1, not {}", self.max_error_rate));
+        }
+        if !(self.max_p99_ms.is_finite() && self.max_p99_ms > 0.0) {
+            return Err(format!("`canary.max_p99_ms`: must be a positive number, not {}", self.max_p99_ms));
+        }
+        Ok(())
+    }
+}
+
+/// The steps of a deployment, in order; the last four end it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Received,
+    /// The signature over the manifest by a trusted key, and every file's sha256.
+    Verified,
+    /// Unpacked into the staging folder.
+    Staged,
+    /// Plugin compiled, model session built, interfaces checked.
+    Loaded,
+    /// The manifest's sample requests gave their expected outputs.
+    SmokeTested,
+    /// Serving a share of the requests as a canary.
+    Canary,
+    /// Serving every request; the previous version is kept for rollback.
+    Active,
+    Rejected,
+    RolledBack,
+    Removed,
+}
+
+impl Step {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Active | Self::Rejected | Self::RolledBack | Self::Removed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Verified => "verified",
+            Self::Staged => "staged",
+            Self::Loaded => "loaded",
+            Self::SmokeTested => "smoke_tested",
+            Self::Canary => "canary",
+            Self::Active => "active",
+            Self::Rejected => "rejected",
+            Self::RolledBack => "rolled_back",
+            Self::Removed => "removed",
+        }
+    }
+}
+
+/// Why a deployment was rejected or rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// Not JSON, a missing or invalid field.
+    MalformedRequest,
+    /// Over `mqtt.max_bundle_mib`.
+    TooLarge,
+    /// The `.fcb` does not match the request's sha256, or could not be fetched.
+    TransferFailed,
+    /// Unsigned, signed by an untrusted key, or a bad signature; or no keys are configured.
+    Untrusted,
+    /// A file does not match the manifest's sha256.
+    Tampered,
+    /// Not a valid bundle archive or manifest.
+    InvalidBundle,
+    /// Needs a newer runtime, or the plugin and model do not fit together.
+    Incompatible,
+    /// Plugin or model failed to load.
+    LoadFailed,
+    /// A sample request did not give its expected output.
+    SmokeTestFailed,
+    /// The canary broke a threshold.
+    CanaryFailed,
+    /// No such bundle or version, or nothing to roll back to.
+    NotFound,
+    /// The version is active, or ships with the image.
+    Refused,
+    /// The appliance restarted before the deployment finished.
+    Interrupted,
+    /// Too many deployments queued.
+    Busy,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub code: ReasonCode,
+    pub message: String,
+}
+
+impl Reason {
+    pub fn new(code: ReasonCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// Device -> fleet on `<prefix>/<device>/deployments/<id>` (QoS 1): one per step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub deployment: String,
+    pub device: String,
+    pub action: Action,
+    pub step: Step,
+    /// RFC 3339 UTC.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The version active before (kept for rollback), on `active` and `rolled_back`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    /// Figures behind a canary's decision, or other detail of the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    /// Whether this message ends the deployment.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// On the final message: whether the request achieved what it asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+}
+
+impl Progress {
+    /// A car-price 1.3.0 message of deployment `d1`, for tests.
+    #[cfg(test)]
+    pub(crate) fn example(device: &str, action: Action, step: Step) -> Self {
+        let is_final = step.is_final();
+        Progress {
+            deployment: "d1".to_owned(),
+            device: device.to_owned(),
+            action,
+            step,
+            time: "2026-01-01T00:00:00Z".to_owned(),
+            bundle: Some("car-price".to_owned()),
+            version: Some("1.3.0".to_owned()),
+            previous: None,
+            reason: None,
+            detail: None,
+            is_final,
+            ok: is_final.then(|| Progress::succeeded(action, step)),
+        }
+    }
+
+    /// Whether a final `step` means the `action` succeeded.
+    pub fn succeeded(action: Action, step: Step) -> bool {
+        matches!(
+            (action, step),
+            (Action::Deploy, Step::Active) | (Action::Rollback, Step::RolledBack) | (Action::Remove, Step::Removed)
+        )
+    }
+}
+
+/// Device -> fleet on `<prefix>/<device>/status`, retained; with `online: false`, also the
+/// Last Will the broker publishes when the device vanishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub online: bool,
+    /// The runtime's version.
+    pub version: String,
+    /// Active version of each bundle.
+    pub bundles: BTreeMap<String, String>,
+    /// When this run started, RFC 3339 UTC.
+    pub since: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Bundles with a canary version running: name -> canary version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub canaries: BTreeMap<String, String>,
+}
+
+/// Device -> fleet on `<prefix>/<device>/events` (QoS 1): one audit record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub device: String,
+    /// The audit record's sequence number: consecutive, so a gap or a repeat shows.
+    pub seq: u64,
+    pub time: String,
+    pub kind: String,
+    pub details: serde_json::Value,
+}
+
+/// Device -> fleet on `<prefix>/<device>/metrics`: the counters and gauges of /metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    pub device: String,
+    pub time: String,
+    pub samples: Vec<MetricSample>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSample {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_deploy_request_parses_with_canary_defaults() {
+        let payload = format!(
+            r#"{{"action":"deploy","id":"d1","bundle":{{"inline":"AAAA","sha256":"{SHA}"}},"canary":{{"share_percent":10}}}}"#
+        );
+        let Request::Deploy { id, canary, .. } = Request::parse(payload.as_bytes()).unwrap() else { panic!() };
+        assert_eq!(id, "d1");
+        assert_eq!(canary.unwrap(), CanaryPolicy::with_share(10.0));
+    }
+
+    #[test]
+    fn malformed_requests_name_the_field_and_keep_the_id() {
+        let reject = |payload: &str| Request::parse(payload.as_bytes()).unwrap_err();
+        let (id, reason) = reject("{not json");
+        assert_eq!((id, reason.code), (None, ReasonCode::MalformedRequest));
+
+        let (id, reason) = reject(r#"{"action":"deploy","id":"d2","bundle":{"sha256":"x"}}"#);
+        assert_eq!(id.as_deref(), Some("d2"));
+        assert!(reason.message.contains("inline"), "{}", reason.message);
+
+        let (_, reason) = reject(&format!(
+            r#"{{"action":"deploy","id":"d3","bundle":{{"inline":"A","sha256":"{SHA}"}},"canary":{{"share_percent":150}}}}"#
+        ));
+        assert!(reason.message.contains("canary.share_percent"), "{}", reason.message);
+
+        let (_, reason) = reject(r#"{"action":"remove","id":"d4","bundle":"car-price","version":"one"}"#);
+        assert!(reason.message.contains("version"), "{}", reason.message);
+
+        let (id, reason) = reject(r#"{"action":"rollback","id":"a/b","bundle":"car-price"}"#);
+        assert_eq!(id, None);
+        assert!(reason.message.contains("id"), "{}", reason.message);
+
+        let (_, reason) = reject(r#"{"action":"explode","id":"d5"}"#);
+        assert!(reason.message.contains("explode"), "{}", reason.message);
+    }
+
+    #[test]
+    fn success_depends_on_the_action() {
+        assert!(Progress::succeeded(Action::Deploy, Step::Active));
+        assert!(!Progress::succeeded(Action::Deploy, Step::RolledBack));
+        assert!(Progress::succeeded(Action::Rollback, Step::RolledBack));
+        assert!(!Progress::succeeded(Action::Remove, Step::Rejected));
+    }
+
+    #[test]
+    fn steps_serialize_as_the_api_shapes_name_them() {
+        for step in [Step::Received, Step::SmokeTested, Step::RolledBack] {
+            assert_eq!(serde_json::to_value(step).unwrap(), step.as_str());
+        }
+    }
+}

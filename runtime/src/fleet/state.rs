@@ -1,0 +1,223 @@
+//! What the fleet link must remember across restarts, in the store's tables: each
+//! deployment's progress, and each bundle's preferred active version (with the previous
+//! one, kept for rollback). Also where deployed bundles live on disk.
+//!
+//! The commit point of an activation is writing the preference: a crash before it leaves
+//! the old version serving after the restart, a crash after it the new one. Either way
+//! [`FleetState::restore`] makes the registry and the records agree again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use super::messages::{Action, Progress, Reason, ReasonCode, Step};
+use crate::bundle::Registry;
+use crate::store::{Store, StoreError, Table};
+
+/// One deployment request and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub action: Action,
+    pub step: Step,
+    pub bundle: Option<String>,
+    pub version: Option<String>,
+    pub previous: Option<String>,
+    pub started: String,
+    pub updated: String,
+    /// The final message, published again when the same request arrives twice.
+    pub outcome: Option<Progress>,
+}
+
+impl DeploymentRecord {
+    pub fn is_final(&self) -> bool {
+        self.step.is_final()
+    }
+
+    /// The message reporting `step` of this deployment, timed now.
+    pub fn progress(
+        &self,
+        device: &str,
+        step: Step,
+        reason: Option<Reason>,
+        detail: Option<serde_json::Value>,
+        is_final: bool,
+    ) -> Progress {
+        Progress {
+            deployment: self.id.clone(),
+            device: device.to_owned(),
+            action: self.action,
+            step,
+            time: now(),
+            bundle: self.bundle.clone(),
+            version: self.version.clone(),
+            previous: self.previous.clone(),
+            reason,
+            detail,
+            is_final,
+            ok: is_final.then(|| Progress::succeeded(self.action, step)),
+        }
+    }
+}
+
+/// A bundle name's preferred active version and the one before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preference {
+    pub active: Version,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Version>,
+}
+
+/// Folders of the fleet inside the data folder.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// Deployed bundles, `<name>/<version>/`, loaded at every start beside the shipped ones.
+    pub installed: PathBuf,
+    /// Requests being unpacked and checked; emptied at start.
+    pub staging: PathBuf,
+}
+
+impl Dirs {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { installed: data_dir.join("fleet/bundles"), staging: data_dir.join("fleet/staging") }
+    }
+
+    pub fn installed_version(&self, name: &str, version: &Version) -> PathBuf {
+        self.installed.join(name).join(version.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FleetState {
+    deployments: Table,
+    preferences: Table,
+}
+
+impl FleetState {
+    pub fn open(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self { deployments: store.table("fleet-deployments")?, preferences: store.table("fleet-preferences")? })
+    }
+
+    pub fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        self.deployments.get(id.as_bytes())?.map(|bytes| decode(&bytes, "deployment")).transpose()
+    }
+
+    pub async fn save(&self, record: &DeploymentRecord) -> Result<(), StoreError> {
+        self.deployments.put(record.id.as_bytes(), encode(record)?).await
+    }
+
+    fn deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
+        self.deployments.entries()?.into_iter().map(|(_, value)| decode(&value, "deployment")).collect()
+    }
+
+    pub fn preference(&self, name: &str) -> Result<Option<Preference>, StoreError> {
+        self.preferences.get(name.as_bytes())?.map(|bytes| decode(&bytes, "preference")).transpose()
+    }
+
+    pub fn preferences(&self) -> Result<BTreeMap<String, Preference>, StoreError> {
+        self.preferences
+            .entries()?
+            .into_iter()
+            .map(|(key, value)| Ok((String::from_utf8_lossy(&key).into_owned(), decode(&value, "preference")?)))
+            .collect()
+    }
+
+    /// Durable before it returns: the commit point of an activation.
+    pub async fn set_preference(&self, name: &str, preference: &Preference) -> Result<(), StoreError> {
+        self.preferences.put(name.as_bytes(), encode(preference)?).await
+    }
+
+    /// Removes deployed bundles no preference refers to: what a deployment interrupted
+    /// before its commit point left behind, or a canary the restart ended. Run before the
+    /// installed bundles load.
+    pub fn discard_unreferenced(&self, dirs: &Dirs) -> Result<Vec<PathBuf>, StoreError> {
+        let preferences = self.preferences()?;
+        let referenced = |name: &str, version: &str| {
+            preferences.get(name).is_some_and(|preference| {
+                preference.active.to_string() == version
+                    || preference.previous.as_ref().is_some_and(|previous| previous.to_string() == version)
+            })
+        };
+        let mut discarded = Vec::new();
+        for (name, version, dir) in installed_dirs(&dirs.installed) {
+            if !referenced(&name, &version) {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|error| StoreError::Storage(format!("cannot remove {}: {error}", dir.display())))?;
+                discarded.push(dir);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dirs.staging);
+        Ok(discarded)
+    }
+
+    /// After the bundles loaded: activates each name's preferred version (or, when it is
+    /// gone, the previous one), and ends every deployment the restart interrupted. Returns
+    /// the final messages of those deployments, to publish.
+    pub async fn restore(&self, registry: &Registry, device: &str) -> Result<Vec<Progress>, StoreError> {
+        for (name, preference) in self.preferences()? {
+            let candidates = std::iter::once(&preference.active).chain(preference.previous.as_ref());
+            match candidates.into_iter().find(|version| registry.version(&name, version).is_some()) {
+                Some(version) => {
+                    let _ = registry.activate(&name, version);
+                }
+                None => {
+                    tracing::error!(bundle = %name, active = %preference.active, "the preferred version of a bundle did not load; serving what did")
+                }
+            }
+        }
+        let active = registry.active_versions();
+        let mut outcomes = Vec::new();
+        for mut record in self.deployments()?.into_iter().filter(|record| !record.is_final()) {
+            let went_live = record.action == Action::Deploy
+                && record.bundle.as_ref().and_then(|name| active.get(name)).map(Version::to_string) == record.version;
+            let (step, reason) = if went_live {
+                (Step::Active, None)
+            } else {
+                let reason = Reason::new(
+                    ReasonCode::Interrupted,
+                    format!("the appliance restarted during step {}", record.step.as_str()),
+                );
+                (if record.step == Step::Canary { Step::RolledBack } else { Step::Rejected }, Some(reason))
+            };
+            let progress = record.progress(device, step, reason, None, true);
+            record.step = step;
+            record.updated = progress.time.clone();
+            record.outcome = Some(progress.clone());
+            self.save(&record).await?;
+            outcomes.push(progress);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Now, RFC 3339 UTC with milliseconds.
+pub fn now() -> String {
+    crate::store::rfc3339_millis(crate::store::now_unix_ms())
+}
+
+/// `(name, version, folder)` of every `<installed>/<name>/<version>/` folder.
+fn installed_dirs(installed: &Path) -> Vec<(String, String, PathBuf)> {
+    let children = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.filter_map(|entry| Some(entry.ok()?.path())).filter(|path| path.is_dir()).collect())
+            .unwrap_or_default()
+    };
+    let name_of = |path: &Path| path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    children(installed)
+        .into_iter()
+        .flat_map(|name_dir| {
+            let name = name_of(&name_dir);
+            children(&name_dir).into_iter().map(move |dir| (name.clone(), name_of(&dir), dir))
+        })
+        .collect()
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|error| StoreError::InvalidRecord { reason: error.to_string() })
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt { what: format!("fleet {what}: {error}") })
+}

@@ -1,0 +1,233 @@
+//! The fleet over MQTT against a real Mosquitto: appliances (the real binary) linked to a
+//! private broker, bundles pushed with `forecourt fleet push` and raw requests with
+//! `mosquitto_pub`, progress watched on the broker as a fleet manager would.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use forecourt_testkit::{Broker, FleetKit, Message, Packaging, Server, Subscription, forecourt};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn car() -> Value {
+    json!({"make": "saab", "body": "sedan", "mileage": 42000, "cylinders": 4, "doors": 4})
+}
+
+/// The version a prediction of car-price was served by.
+fn served_version(server: &Server) -> String {
+    let reply = server.post_json("/v1/predict/car-price", &car());
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.json["version"].as_str().unwrap().to_owned()
+}
+
+/// car-price's active version and every loaded one, from /v1/bundles.
+fn car_price_versions(server: &Server) -> (String, Vec<String>) {
+    let reply = server.get("/v1/bundles");
+    let entry = reply.json["bundles"].as_array().unwrap().iter().find(|b| b["name"] == "car-price").unwrap().clone();
+    let versions = entry["versions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    (entry["active_version"].as_str().unwrap().to_owned(), versions)
+}
+
+/// Waits for the device's retained status to say it is online.
+#[track_caller]
+fn await_online(broker: &Broker, device: &str) -> Value {
+    let statuses = broker.subscribe(&format!("forecourt/{device}/status"));
+    let status = statuses.wait_for(WAIT, |message| message.json()["online"] == true).expect("the device comes online");
+    status.json()
+}
+
+/// The steps of one deployment's messages, in the order they arrived.
+fn steps(messages: &[Message]) -> Vec<String> {
+    messages.iter().map(|message| message.json()["step"].as_str().unwrap_or("?").to_owned()).collect()
+}
+
+/// Waits for the final message of deployment `id` on `subscription`, returning all of its messages.
+#[track_caller]
+fn await_outcome(subscription: &Subscription, id: &str) -> Vec<Message> {
+    subscription
+        .wait_for(WAIT, |message| {
+            message.topic.ends_with(&format!("/deployments/{id}")) && message.json()["final"] == true
+        })
+        .unwrap_or_else(|| panic!("deployment {id} never finished; got {:?}", subscription.received()));
+    subscription
+        .received()
+        .into_iter()
+        .filter(|message| message.topic.ends_with(&format!("/deployments/{id}")))
+        .collect()
+}
+
+/// `forecourt fleet push` of `fcb` to one device, as deployment `id`, plus `extra` options.
+fn push(broker: &Broker, fcb: &Path, device: &str, id: &str, extra: &[&str]) -> Output {
+    let url = broker.url();
+    let mut args: Vec<&dyn AsRef<OsStr>> =
+        vec![&"fleet", &"push", &"--broker", &url, &"--bundle", &fcb, &"--device", &device, &"--id", &id];
+    args.extend(extra.iter().map(|arg| arg as &dyn AsRef<OsStr>));
+    forecourt(&args)
+}
+
+/// Requests car-price in a loop on its own thread, counting failures and versions served.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<LoadReport>>,
+}
+
+#[derive(Debug, Default)]
+struct LoadReport {
+    ok: u64,
+    failures: Vec<String>,
+    versions: Vec<(Instant, String)>,
+}
+
+impl Load {
+    fn start(server: &Server) -> Self {
+        let client = server.client();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut report = LoadReport::default();
+            while !flag.load(Ordering::SeqCst) {
+                match client.try_post_json("/v1/predict/car-price", &car()) {
+                    Ok(reply) if reply.status == 200 => {
+                        report.ok += 1;
+                        let version = reply.json["version"].as_str().unwrap_or_default().to_owned();
+                        if report.versions.last().is_none_or(|(_, last)| *last != version) {
+                            report.versions.push((Instant::now(), version));
+                        }
+                    }
+                    Ok(reply) => report.failures.push(format!("{}: {}", reply.status, reply.json)),
+                    Err(error) => report.failures.push(error.to_string()),
+                }
+            }
+            report
+        });
+        Self { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_and_rolls_back() {
+    let broker = Broker::start();
+    let kit = FleetKit::new();
+    let server = kit.appliance(&broker, "kiosk-1", &["east"]).start();
+    let status = await_online(&broker, "kiosk-1");
+    assert_eq!(status["bundles"]["car-price"], "1.0.0", "{status}");
+    assert_eq!(status["groups"], json!(["east"]));
+    let progress = broker.subscribe("forecourt/kiosk-1/deployments/+");
+    let fcb = kit.package("1.1.0", Packaging::Signed);
+
+    let load = Load::start(&server);
+    let pushed = Instant::now();
+    let pushed_output = push(&broker, &fcb, "kiosk-1", "rollout-1", &["--timeout", "30s"]);
+    // Let the load run on the new version for a moment before stopping it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served_version(&server) != "1.1.0" && Instant::now() < deadline {}
+    let report = load.finish();
+    let stdout = String::from_utf8_lossy(&pushed_output.stdout);
+    let stderr = String::from_utf8_lossy(&pushed_output.stderr);
+    assert!(pushed_output.status.success(), "push failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("kiosk-1"), "{stdout}");
+
+    assert!(report.failures.is_empty(), "requests failed across the switch: {:?}", report.failures);
+    let switched = report.versions.iter().find(|(_, version)| version == "1.1.0").map(|(at, _)| *at);
+    let switched =
+        switched.unwrap_or_else(|| panic!("the load never saw 1.1.0: {:?} ({} ok)", report.versions, report.ok));
+    let took = switched.duration_since(pushed);
+    eprintln!("push to first prediction by 1.1.0: {took:?} ({} requests, none failed)", report.ok);
+    assert!(took < Duration::from_secs(2), "the new version served only after {took:?}");
+
+    let messages = await_outcome(&progress, "rollout-1");
+    assert_eq!(steps(&messages), ["received", "verified", "staged", "loaded", "smoke_tested", "active"]);
+    let outcome = messages.last().unwrap().json();
+    assert_eq!((outcome["ok"].clone(), outcome["previous"].clone()), (json!(true), json!("1.0.0")), "{outcome}");
+    assert_eq!(car_price_versions(&server), ("1.1.0".to_owned(), vec!["1.0.0".to_owned(), "1.1.0".to_owned()]));
+    let status =
+        broker.subscribe("forecourt/kiosk-1/status").wait_for(WAIT, |m| m.json()["bundles"]["car-price"] == "1.1.0");
+    assert!(status.is_some(), "the retained status follows the new version");
+
+    let rollback = forecourt(&[
+        &"fleet",
+        &"rollback",
+        &"--broker",
+        &broker.url(),
+        &"--bundle",
+        &"car-price",
+        &"--device",
+        &"kiosk-1",
+    ]);
+    assert!(rollback.status.success(), "{}", String::from_utf8_lossy(&rollback.stderr));
+    assert_eq!(served_version(&server), "1.0.0");
+    assert_eq!(car_price_versions(&server).0, "1.0.0");
+
+    // The same request delivered again is answered with its recorded outcome, not run again.
+    let before = server.get("/v1/audit?limit=1000").json["records"].as_array().unwrap().len();
+    let again = push(&broker, &fcb, "kiosk-1", "rollout-1", &[]);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert_eq!(car_price_versions(&server).0, "1.0.0", "a repeated request must not switch again");
+    let after = server.get("/v1/audit?limit=1000").json["records"].as_array().unwrap().len();
+    assert_eq!(before, after, "a repeated request must not run again");
+}
+
+#[test]
+fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_version_serves() {
+    let broker = Broker::start();
+    let kit = FleetKit::new();
+    let server = kit.appliance(&broker, "kiosk-2", &[]).start();
+    await_online(&broker, "kiosk-2");
+    let progress = broker.subscribe("forecourt/kiosk-2/deployments/+");
+    let cases = [
+        (Packaging::Unsigned, "untrusted"),
+        (Packaging::Tampered, "tampered"),
+        (Packaging::FailsSmokeTest, "smoke_test_failed"),
+    ];
+    for (index, (packaging, code)) in cases.into_iter().enumerate() {
+        let fcb = kit.package(&format!("1.{}.0", index + 2), packaging);
+        let id = format!("bad-{index}");
+        let pushed = push(&broker, &fcb, "kiosk-2", &id, &[]);
+        assert!(!pushed.status.success(), "a {packaging:?} bundle must fail the push");
+        let outcome = await_outcome(&progress, &id).last().unwrap().json();
+        assert_eq!(
+            (outcome["step"].as_str(), outcome["reason"]["code"].as_str()),
+            (Some("rejected"), Some(code)),
+            "{outcome}"
+        );
+        assert_eq!(served_version(&server), "1.0.0");
+    }
+    assert_eq!(car_price_versions(&server), ("1.0.0".to_owned(), vec!["1.0.0".to_owned()]));
+
+    // Not even JSON, and JSON breaking a rule: each answered on its deployment topic.
+    broker.publish("forecourt/kiosk-2/deploy", b"{\"action\": \"deploy\", \"id\": \"bad-json\", ", false);
+    let answer = progress.wait_for(WAIT, |m| m.topic.contains("/deployments/invalid-")).expect("an answer to garbage");
+    assert_eq!(answer.json()["reason"]["code"], "malformed_request", "{}", answer.text());
+    broker.publish(
+        "forecourt/kiosk-2/deploy",
+        br#"{"action":"deploy","id":"no-sha","bundle":{"inline":"AAAA"}}"#,
+        false,
+    );
+    let outcome = await_outcome(&progress, "no-sha").last().unwrap().json();
+    assert_eq!(outcome["reason"]["code"], "malformed_request");
+    assert!(outcome["reason"]["message"].as_str().unwrap().contains("sha256"), "{outcome}");
+    broker.publish(
+        "forecourt/kiosk-2/deploy",
+        br#"{"action":"rollback","id":"nothing-before","bundle":"car-price"}"#,
+        false,
+    );
+    let outcome = await_outcome(&progress, "nothing-before").last().unwrap().json();
+    assert_eq!((outcome["step"].clone(), outcome["reason"]["code"].clone()), (json!("rejected"), json!("not_found")));
+
+    // Every rejection is in the audit trail.
+    let audit = server.get("/v1/audit?limit=1000").json;
+    let rejected = audit["records"].as_array().unwrap().iter().filter(|r| r["kind"] == "bundle_rejected").count();
+    assert_eq!(rejected, 3, "{audit}");
+    assert_eq!(served_version(&server), "1.0.0");
+    assert_eq!(server.get("/health").status, 200);
+}
