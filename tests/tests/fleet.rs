@@ -231,3 +231,225 @@ fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_ve
     assert_eq!(served_version(&server), "1.0.0");
     assert_eq!(server.get("/health").status, 200);
 }
+
+/// car-price's loaded versions, active first.
+fn await_active(server: &Server, version: &str) {
+    let deadline = Instant::now() + WAIT;
+    while car_price_versions(server).0 != version {
+        assert!(Instant::now() < deadline, "car-price {version} never became active");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
+    let broker = Broker::start();
+    let kit = FleetKit::new();
+    let server = kit.appliance(&broker, "kiosk-5", &[]).start();
+    await_online(&broker, "kiosk-5");
+    let progress = broker.subscribe("forecourt/kiosk-5/deployments/+");
+
+    // A p99 threshold no request can meet: rolled back on its first figures.
+    let load = Load::start(&server);
+    let strict = push(
+        &broker,
+        &kit.package("1.1.0", Packaging::Signed),
+        "kiosk-5",
+        "canary-strict",
+        &["--canary", "50", "--canary-window", "30s", "--max-p99-ms", "0.001"],
+    );
+    let report = load.finish();
+    assert!(!strict.status.success(), "a rolled-back canary fails the push");
+    let messages = await_outcome(&progress, "canary-strict");
+    assert_eq!(steps(&messages), ["received", "verified", "staged", "loaded", "smoke_tested", "canary", "rolled_back"]);
+    let outcome = messages.last().unwrap().json();
+    assert_eq!(outcome["reason"]["code"], "canary_failed", "{outcome}");
+    assert!(outcome["detail"]["requests"].as_u64().is_some_and(|n| n > 0), "{outcome}");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(car_price_versions(&server), ("1.0.0".to_owned(), vec!["1.0.0".to_owned()]));
+
+    // Within its thresholds for the whole window: promoted, the old version kept.
+    let load = Load::start(&server);
+    let healthy = push(
+        &broker,
+        &kit.package("1.2.0", Packaging::Signed),
+        "kiosk-5",
+        "canary-healthy",
+        &["--canary", "50", "--canary-window", "2s", "--max-p99-ms", "1000", "--max-error-rate", "0.01"],
+    );
+    let report = load.finish();
+    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
+    let messages = await_outcome(&progress, "canary-healthy");
+    let outcome = messages.last().unwrap().json();
+    assert_eq!((outcome["step"].clone(), outcome["ok"].clone()), (json!("active"), json!(true)), "{outcome}");
+    let canary_requests = outcome["detail"]["requests"].as_u64().unwrap();
+    assert!(canary_requests > 0, "{outcome}");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    let served: Vec<&str> = report.versions.iter().map(|(_, version)| version.as_str()).collect();
+    assert!(
+        served.contains(&"1.0.0") && served.contains(&"1.2.0"),
+        "both versions served during the canary: {served:?}"
+    );
+    assert_eq!(car_price_versions(&server), ("1.2.0".to_owned(), vec!["1.0.0".to_owned(), "1.2.0".to_owned()]));
+
+    let audit = server.get("/v1/audit?limit=1000").json;
+    let kinds: Vec<&str> = audit["records"].as_array().unwrap().iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert!(kinds.contains(&"rolled_back"), "the rollback is audited: {kinds:?}");
+}
+
+#[test]
+fn while_the_broker_is_down_the_appliance_serves_and_queues_then_delivers_everything_in_order() {
+    let mut broker = Broker::start();
+    let kit = FleetKit::new();
+    let server = kit.appliance(&broker, "kiosk-6", &[]).start();
+    await_online(&broker, "kiosk-6");
+    let events = broker.subscribe("forecourt/kiosk-6/events");
+    let metrics = broker.subscribe("forecourt/kiosk-6/metrics");
+    let progress = broker.subscribe("forecourt/kiosk-6/deployments/+");
+    metrics.wait_for(WAIT, |_| true).expect("metrics snapshots are published");
+
+    // A canary whose window ends while the broker is away: its outcome, and the events of
+    // the promotion, can only be queued.
+    let fcb = kit.package("1.1.0", Packaging::Signed);
+    let mut pushing = std::process::Command::new(forecourt_testkit::forecourt_binary())
+        .args(["fleet", "push", "--broker", &broker.url(), "--device", "kiosk-6", "--id", "during-outage"])
+        .args(["--canary", "50", "--canary-window", "3s", "--max-p99-ms", "1000", "--bundle"])
+        .arg(&fcb)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("forecourt runs");
+    progress
+        .wait_for(WAIT, |m| m.json()["deployment"] == "during-outage" && m.json()["step"] == "canary")
+        .expect("the canary starts");
+    broker.stop();
+    let _ = pushing.kill();
+    let _ = pushing.wait();
+
+    // Serving goes on, and the promotion happens, with no broker.
+    for _ in 0..20 {
+        assert_eq!(server.post_json("/v1/predict/car-price", &car()).status, 200);
+    }
+    await_active(&server, "1.1.0");
+    // Once the promotion is recorded, only metrics snapshots are made: two more queued
+    // messages are two snapshots taken during the outage.
+    let promoted_at = await_deployment_finished(&server, "during-outage");
+    let before = await_health(&server, |mqtt| mqtt["connected"] == false)["outbox"].as_u64().unwrap();
+    let queued = await_health(&server, |mqtt| mqtt["outbox"].as_u64() >= Some(before + 2));
+    eprintln!("queued during the outage: {} messages", queued["outbox"]);
+
+    broker.restart();
+    await_health(&server, |mqtt| mqtt["connected"] == true && mqtt["outbox"] == 0);
+
+    // The deployment's messages, complete and in order (QoS 1 may repeat one: dedupe).
+    let outcome = await_outcome(&progress, "during-outage");
+    let mut deployment_steps = steps(&outcome);
+    deployment_steps.dedup();
+    assert_eq!(deployment_steps, ["received", "verified", "staged", "loaded", "smoke_tested", "canary", "active"]);
+
+    // Every audit record since the subscription, as events, in order, none missing.
+    let audit = server.get("/v1/audit?limit=1000").json;
+    let audited: Vec<(u64, String)> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["seq"].as_u64().unwrap(), r["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    let last_seq = audited.last().unwrap().0;
+    events.wait_for(WAIT, |m| m.json()["seq"] == last_seq).expect("the last audit record arrives as an event");
+    let mut received: Vec<(u64, String)> = events
+        .received()
+        .iter()
+        .map(|m| (m.json()["seq"].as_u64().unwrap(), m.json()["kind"].as_str().unwrap().to_owned()))
+        .collect();
+    received.dedup();
+    let first = received.first().unwrap().0;
+    let expected: Vec<(u64, String)> = audited.into_iter().filter(|(seq, _)| *seq >= first).collect();
+    assert_eq!(received, expected, "events must arrive complete and in audit order");
+    assert!(received.iter().any(|(_, kind)| kind == "deployment_finished"));
+
+    // Metrics snapshots taken during the outage arrive too.
+    let snapshot_times: Vec<String> =
+        metrics.received().iter().map(|m| m.json()["time"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        snapshot_times.iter().any(|time| *time > promoted_at),
+        "no snapshot from the outage arrived: {snapshot_times:?}"
+    );
+}
+
+/// Waits for the `deployment_finished` audit record of `deployment`; its time (RFC 3339,
+/// the format of the snapshots' times).
+fn await_deployment_finished(server: &Server, deployment: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let audit = server.get("/v1/audit?limit=1000").json;
+        let finished =
+            audit["records"].as_array().unwrap().iter().find(|record| {
+                record["kind"] == "deployment_finished" && record["details"]["deployment"] == deployment
+            });
+        if let Some(record) = finished {
+            return record["time"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "deployment {deployment} was never recorded finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until /health/detailed's `mqtt` satisfies `ready`; returns it.
+#[track_caller]
+fn await_health(server: &Server, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mqtt = server.get("/health/detailed").json["mqtt"].clone();
+        if ready(&mqtt) {
+            return mqtt;
+        }
+        assert!(Instant::now() < deadline, "the fleet link never got there: {mqtt}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_appliance_killed_mid_deployment_serves_the_old_or_the_new_version_after_a_restart() {
+    let broker = Broker::start();
+    let kit = FleetKit::new();
+    let mut server = kit.appliance(&broker, "kiosk-7", &[]).start();
+    await_online(&broker, "kiosk-7");
+    let progress = broker.subscribe("forecourt/kiosk-7/deployments/+");
+    for (attempt, kill_at) in ["verified", "loaded", "smoke_tested"].into_iter().enumerate() {
+        let id = format!("killed-{attempt}");
+        let fcb = kit.package(&format!("1.{}.0", attempt + 1), Packaging::Signed);
+        let mut pushing = std::process::Command::new(forecourt_testkit::forecourt_binary())
+            .args(["fleet", "push", "--broker", &broker.url(), "--device", "kiosk-7", "--id", &id, "--bundle"])
+            .arg(&fcb)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("forecourt runs");
+        progress
+            .wait_for(WAIT, |m| m.json()["deployment"] == id.as_str() && m.json()["step"] == kill_at)
+            .expect("the step");
+        server.sigkill();
+        let _ = pushing.kill();
+        let _ = pushing.wait();
+        server.restart();
+
+        let (active, versions) = car_price_versions(&server);
+        let served = served_version(&server);
+        assert_eq!(served, active, "the version serving is the active one");
+        let outcome = await_outcome(&progress, &id).last().unwrap().json();
+        eprintln!("killed at {kill_at}: serving {served}, outcome {}", outcome["step"]);
+        if outcome["step"] == "active" {
+            assert_eq!(outcome["version"], active.as_str(), "{outcome}");
+        } else {
+            assert_eq!(outcome["reason"]["code"], "interrupted", "{outcome}");
+            assert!(!versions.iter().any(|v| v == &format!("1.{}.0", attempt + 1)), "{versions:?}");
+        }
+        let status = broker
+            .subscribe("forecourt/kiosk-7/status")
+            .wait_for(WAIT, |m| m.json()["online"] == true && m.json()["bundles"]["car-price"] == active.as_str());
+        assert!(status.is_some(), "the retained status agrees with what serves");
+        let verify = server.get("/v1/audit/verify");
+        assert_eq!(verify.json["ok"], true, "{}", verify.json);
+    }
+}

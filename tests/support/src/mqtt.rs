@@ -10,9 +10,10 @@
 //! - a subscriber that is offline while the broker stays up keeps its session (it connects
 //!   with `clean_session = false` and a fixed client id), so Mosquitto queues the QoS 1
 //!   messages published meanwhile and delivers them when it reconnects;
-//! - the broker runs with `persistence false`, so restarting the broker process loses every
-//!   session: subscribers subscribe again on reconnecting, and [`Broker::restart`] returns
-//!   only once they have;
+//! - the broker keeps its state on disk (`persistence true`, saved when [`Broker::stop`]
+//!   stops it with SIGTERM), as production brokers do: sessions, their subscriptions and
+//!   queued QoS 1 messages, and retained messages survive a restart, so a subscriber misses
+//!   nothing a client publishes after the restart, however quickly it reconnects;
 //! - a message published while the broker itself is down reaches nobody: there is no broker
 //!   to hold it. Only the publisher (the appliance's store-and-forward queue) can keep it.
 
@@ -120,11 +121,14 @@ impl Broker {
         (1..=self.runs).map(|run| format!("----- mosquitto run {run} -----\n{}", self.run_log(run))).collect()
     }
 
-    /// Kills the broker (an outage, not a clean shutdown: clients get no DISCONNECT), reaps
-    /// it, and waits until its port refuses connections. Sessions are lost (no persistence).
+    /// Stops the broker with SIGTERM (it saves its sessions and retained messages; clients
+    /// just lose the connection), reaps it, and waits until its port refuses connections.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        let _ = child.kill();
+        let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        if !terminated.is_ok_and(|status| status.success()) {
+            let _ = child.kill();
+        }
         let _ = child.wait();
         // No connection can be acknowledged by the dead broker any more: the counts taken
         // now tell [`Broker::restart`] which acknowledgements come from the new one.
@@ -226,6 +230,22 @@ impl Broker {
         );
     }
 
+    /// Where mosquitto keeps its database. Started as root, mosquitto runs as the
+    /// `mosquitto` user, so the folder (and the way to it) must be open to it.
+    fn persistence_dir(&self) -> PathBuf {
+        let dir = self.dir.path().join("persistence");
+        if !dir.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&dir).expect("the persistence folder can be made");
+            let open = |path: &std::path::Path, mode| {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod works")
+            };
+            open(self.dir.path(), 0o755);
+            open(&dir, 0o777);
+        }
+        dir
+    }
+
     fn write_config(&self) {
         // `log_dest stderr` goes to a file the harness opened: when started as root, Mosquitto
         // drops privileges to the `mosquitto` user and could not open a file in our private
@@ -234,7 +254,8 @@ impl Broker {
             "# Written by forecourt-testkit (tests/support/src/mqtt.rs) for one test broker.\n\
              listener {port} {HOST}\n\
              allow_anonymous true\n\
-             persistence false\n\
+             persistence true\n\
+             persistence_location {persistence}/\n\
              log_dest stderr\n\
              log_type error\n\
              log_type warning\n\
@@ -249,7 +270,8 @@ impl Broker {
              max_packet_size {MAX_PACKET}\n\
              # A subscriber that is offline while the broker runs must lose nothing.\n\
              max_queued_messages 100000\n",
-            port = self.port
+            port = self.port,
+            persistence = self.persistence_dir().display(),
         );
         std::fs::write(self.config_path(), config).expect("the configuration can be written");
     }
@@ -610,9 +632,8 @@ fn drive(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(connack))) => {
                 // The subscription is made on every connection whose session does not hold it:
-                // the first one, and every one after a broker restart (no persistence, so the
-                // broker forgot the session). A session the broker kept still has it, and
-                // subscribing again would only make it resend the retained messages.
+                // the first one, and any after the broker lost its state. A session the broker
+                // kept still has it, and subscribing again would only resend the retained messages.
                 if !(connack.session_present && session_subscribed) {
                     session_subscribed = false;
                     if !stopping {
