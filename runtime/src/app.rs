@@ -21,7 +21,7 @@ use crate::pipeline::Pipeline;
 use crate::plugin::PluginHost;
 use crate::store::{AuditKind, Store};
 use crate::systemd::Notifier;
-use crate::telemetry::{Metrics, SystemMonitor, names};
+use crate::telemetry::{Metrics, SystemMonitor, record_bundle_versions};
 use crate::workers::WorkerPool;
 
 /// Runs the appliance until SIGTERM or SIGINT, then drains and shuts down cleanly.
@@ -183,10 +183,7 @@ async fn audit_active_versions(registry: &Registry, store: &Store) -> anyhow::Re
         store
             .audit(AuditKind::BundleActivated, json!({"bundle": summary.name, "version": summary.active_version}))
             .await?;
-        for version in &summary.versions {
-            let active = if *version == summary.active_version { 1.0 } else { 0.0 };
-            metrics::gauge!(names::BUNDLES, "bundle" => summary.name.clone(), "version" => version.clone()).set(active);
-        }
+        record_bundle_versions(&summary.name, &summary.active_version, &summary.versions, &[]);
     }
     Ok(())
 }

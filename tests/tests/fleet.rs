@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use forecourt_testkit::{Broker, FleetKit, Message, Packaging, Server, Subscription, forecourt};
+use forecourt_testkit::{Broker, FleetKit, Message, Packaging, SHIPPED, Server, Subscription, forecourt};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -167,6 +167,36 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
     assert!(rollback.status.success(), "{}", String::from_utf8_lossy(&rollback.stderr));
     assert_eq!(served_version(&server), "1.0.0");
     assert_eq!(car_price_versions(&server).0, "1.0.0");
+
+    // `fleet status` lists the device from its retained status, as a table and as JSON.
+    let url = broker.url();
+    let table = forecourt_testkit::succeed(&[&"fleet", &"status", &"--broker", &url]);
+    assert!(table.contains("kiosk-1") && table.contains("car-price 1.0.0") && table.contains("east"), "{table}");
+    let listed: Value =
+        serde_json::from_str(&forecourt_testkit::succeed(&[&"fleet", &"status", &"--broker", &url, &"--json"]))
+            .expect("--json prints JSON");
+    assert_eq!(listed["kiosk-1"]["bundles"]["car-price"], "1.0.0", "{listed}");
+
+    // The active version cannot be removed; the kept one can, and its files go.
+    let remove = |version: &str| {
+        forecourt(&[
+            &"fleet",
+            &"remove",
+            &"--broker",
+            &url,
+            &"--bundle",
+            &"car-price",
+            &"--version",
+            &version,
+            &"--device",
+            &"kiosk-1",
+        ])
+    };
+    assert!(!remove("1.0.0").status.success(), "removing the active version must fail");
+    let removed = remove("1.1.0");
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert_eq!(car_price_versions(&server), ("1.0.0".to_owned(), vec!["1.0.0".to_owned()]));
+    assert!(!server.data_dir().join("fleet/bundles/car-price/1.1.0").exists(), "the removed version's files are gone");
 
     // The same request delivered again is answered with its recorded outcome, not run again.
     let before = server.get("/v1/audit?limit=1000").json["records"].as_array().unwrap().len();
@@ -416,9 +446,13 @@ fn an_appliance_killed_mid_deployment_serves_the_old_or_the_new_version_after_a_
     let mut server = kit.appliance(&broker, "kiosk-7", &[]).start();
     await_online(&broker, "kiosk-7");
     let progress = broker.subscribe("forecourt/kiosk-7/deployments/+");
-    for (attempt, kill_at) in ["verified", "loaded", "smoke_tested"].into_iter().enumerate() {
+    // Killed while the plugin compiles (after `staged`, before `loaded`): well before the
+    // commit point, so the old version must serve. Killed after the smoke test: close to the
+    // commit point, so either version may serve, but consistently.
+    for (attempt, kill_at) in ["staged", "smoke_tested"].into_iter().enumerate() {
         let id = format!("killed-{attempt}");
-        let fcb = kit.package(&format!("1.{}.0", attempt + 1), Packaging::Signed);
+        let version = format!("1.{}.0", attempt + 1);
+        let fcb = kit.package(&version, Packaging::Signed);
         let mut pushing = std::process::Command::new(forecourt_testkit::forecourt_binary())
             .args(["fleet", "push", "--broker", &broker.url(), "--device", "kiosk-7", "--id", &id, "--bundle"])
             .arg(&fcb)
@@ -426,9 +460,13 @@ fn an_appliance_killed_mid_deployment_serves_the_old_or_the_new_version_after_a_
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("forecourt runs");
-        progress
-            .wait_for(WAIT, |m| m.json()["deployment"] == id.as_str() && m.json()["step"] == kill_at)
-            .expect("the step");
+        // The log line comes before the step's message goes through the outbox: closer to the step.
+        let step = format!("step=\"{kill_at}\"");
+        server
+            .wait_for_log_line(WAIT, |line| {
+                line.contains("deployment step") && line.contains(&id) && line.contains(&step)
+            })
+            .expect("the step is logged");
         server.sigkill();
         let _ = pushing.kill();
         let _ = pushing.wait();
@@ -439,11 +477,20 @@ fn an_appliance_killed_mid_deployment_serves_the_old_or_the_new_version_after_a_
         assert_eq!(served, active, "the version serving is the active one");
         let outcome = await_outcome(&progress, &id).last().unwrap().json();
         eprintln!("killed at {kill_at}: serving {served}, outcome {}", outcome["step"]);
+        if kill_at == "staged" {
+            assert_eq!(
+                (served.as_str(), outcome["reason"]["code"].as_str()),
+                (SHIPPED, Some("interrupted")),
+                "{outcome}"
+            );
+        }
         if outcome["step"] == "active" {
             assert_eq!(outcome["version"], active.as_str(), "{outcome}");
         } else {
             assert_eq!(outcome["reason"]["code"], "interrupted", "{outcome}");
-            assert!(!versions.iter().any(|v| v == &format!("1.{}.0", attempt + 1)), "{versions:?}");
+            assert!(!versions.contains(&version), "an interrupted version is not loaded: {versions:?}");
+            let leftover = server.data_dir().join("fleet/bundles/car-price").join(&version);
+            assert!(!leftover.exists(), "an interrupted deployment leaves no files behind");
         }
         let status = broker
             .subscribe("forecourt/kiosk-7/status")

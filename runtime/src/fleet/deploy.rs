@@ -29,7 +29,7 @@ use super::state::{DeploymentRecord, Dirs, FleetState, Preference, now};
 use super::topics::Topics;
 use crate::bundle::{Bundle, Registry, archive};
 use crate::store::{AuditKind, Store};
-use crate::telemetry::names;
+use crate::telemetry::{names, record_bundle_versions};
 
 /// How often a canary's figures are judged.
 const CANARY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
@@ -282,7 +282,7 @@ impl Deployer {
         let previous = inner.registry.active(name).map(|bundle| bundle.version().clone()).filter(|v| v != version);
         inner.state.set_preference(name, &Preference { active: version.clone(), previous: previous.clone() }).await?;
         inner.registry.activate(name, version)?;
-        inner.changed.notify_one();
+        self.versions_changed(name, None);
         record.previous = previous.as_ref().map(Version::to_string);
         self.audit(
             AuditKind::BundleActivated,
@@ -302,7 +302,7 @@ impl Deployer {
     ) -> Result<(), DeployError> {
         let inner = &self.inner;
         inner.registry.start_canary(name, version, policy.share_percent)?;
-        inner.changed.notify_one();
+        self.versions_changed(name, None);
         record.previous = inner.registry.active(name).map(|bundle| bundle.version().to_string());
         self.step(record, Step::Canary, Some(serde_json::to_value(&policy).unwrap_or_default())).await?;
         let stop = Arc::new(Notify::new());
@@ -389,8 +389,8 @@ impl Deployer {
     ) {
         let inner = &self.inner;
         inner.registry.stop_canary(name);
-        inner.changed.notify_one();
         let _ = inner.registry.remove(name, version);
+        self.versions_changed(name, Some(version));
         let _ = std::fs::remove_dir_all(inner.dirs.installed_version(name, version));
         self.audit(
             AuditKind::RolledBack,
@@ -436,7 +436,7 @@ impl Deployer {
             .set_preference(name, &Preference { active: previous.clone(), previous: Some(current.clone()) })
             .await?;
         inner.registry.activate(name, &previous)?;
-        inner.changed.notify_one();
+        self.versions_changed(name, None);
         record.version = Some(previous.to_string());
         record.previous = Some(current.to_string());
         self.audit(
@@ -468,7 +468,7 @@ impl Deployer {
             inner.state.set_preference(name, &preference).await?;
         }
         blocking(move || std::fs::remove_dir_all(&dir)).await?.map_err(|e| DeployError::Internal(e.to_string()))?;
-        inner.changed.notify_one();
+        self.versions_changed(name, Some(version));
         self.audit(
             AuditKind::BundleRemoved,
             json!({"bundle": name, "version": version.to_string(), "deployment": record.id}),
@@ -476,6 +476,18 @@ impl Deployer {
         .await;
         self.finish(record, Step::Removed, None, None).await;
         Ok(())
+    }
+
+    /// After the active, canary or loaded versions of `name` changed: the status follows,
+    /// and so do the version gauges (`gone`: a version just unloaded).
+    fn versions_changed(&self, name: &str, gone: Option<&Version>) {
+        self.inner.changed.notify_one();
+        if let Some(active) = self.inner.registry.active(name) {
+            let loaded: Vec<String> =
+                self.inner.registry.versions(name).iter().map(|b| b.version().to_string()).collect();
+            let gone: Vec<String> = gone.map(Version::to_string).into_iter().collect();
+            record_bundle_versions(name, &active.version().to_string(), &loaded, &gone);
+        }
     }
 
     /// The running canary of `name`: its version and deployment.
@@ -490,6 +502,7 @@ impl Deployer {
     /// Records a step and queues its message.
     async fn step(&self, record: &mut DeploymentRecord, step: Step, detail: Option<Value>) -> Result<(), DeployError> {
         let progress = record.progress(&self.inner.device, step, None, detail, false);
+        tracing::info!(deployment = %record.id, step = step.as_str(), bundle = ?record.bundle, version = ?record.version, "deployment step");
         record.step = step;
         record.updated = progress.time.clone();
         self.inner.state.save(record).await?;

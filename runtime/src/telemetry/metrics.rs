@@ -111,6 +111,15 @@ impl Metrics {
     }
 }
 
+/// Sets [`names::BUNDLES`] for one bundle name: 1 for the active version, 0 for the others
+/// loaded (and for `gone`, versions no longer loaded, so their series does not stay at 1).
+pub fn record_bundle_versions(name: &str, active: &str, loaded: &[String], gone: &[String]) {
+    for version in loaded.iter().chain(gone) {
+        let value = if version == active { 1.0 } else { 0.0 };
+        metrics::gauge!(names::BUNDLES, "bundle" => name.to_owned(), "version" => version.clone()).set(value);
+    }
+}
+
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(names::REQUESTS, "Prediction requests by bundle, version and status");

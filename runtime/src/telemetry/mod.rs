@@ -9,6 +9,6 @@ mod logging;
 mod metrics;
 mod system;
 
-pub use self::metrics::{BundleMetrics, Metrics, names};
+pub use self::metrics::{BundleMetrics, Metrics, names, record_bundle_versions};
 pub use logging::{LogFormat, LoggingConfig, init_logging};
 pub use system::{SystemFigures, SystemMonitor};

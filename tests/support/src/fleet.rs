@@ -76,6 +76,7 @@ impl FleetKit {
         if packaging == Packaging::FailsSmokeTest {
             manifest = wrong_first_expectation(&manifest);
         }
+        manifest = with_own_plugin(&bundle, &manifest, version);
         std::fs::write(&manifest_path, manifest).expect("writable");
         if packaging != Packaging::Unsigned {
             succeed(&[&"bundle", &"sign", &bundle, &"--key", &self.key]);
@@ -116,6 +117,28 @@ impl FleetKit {
             .env("FORECOURT_MQTT__METRICS_INTERVAL_SECS", "1")
             .env("FORECOURT_MQTT__RECONNECT_MAX_MS", "500")
     }
+}
+
+/// Gives the bundle's plugin a custom section naming `version`, as a rebuilt plugin would
+/// differ, so that the appliance compiles it afresh (no cached artifact) like a real new
+/// version; returns the manifest with the plugin's new sha256.
+fn with_own_plugin(bundle: &Path, manifest: &str, version: &str) -> String {
+    let path = bundle.join("preprocess.wasm");
+    let mut wasm = std::fs::read(&path).expect("the plugin is readable");
+    let old = crate::sha256_hex(&wasm);
+    let name = b"forecourt-test-version";
+    let mut body = vec![name.len() as u8];
+    body.extend_from_slice(name);
+    body.extend_from_slice(version.as_bytes());
+    // A custom section (id 0) may follow the component's other sections; sizes are LEB128,
+    // a single byte below 128.
+    assert!(body.len() < 128, "the custom section fits a one-byte size");
+    wasm.push(0);
+    wasm.push(body.len() as u8);
+    wasm.extend_from_slice(&body);
+    std::fs::write(&path, &wasm).expect("writable");
+    assert!(manifest.contains(&old), "the manifest names the plugin's sha256");
+    manifest.replacen(&old, &crate::sha256_hex(&wasm), 1)
 }
 
 /// Makes the first expected value of the first sample 10% off.
