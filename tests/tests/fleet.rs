@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use forecourt_testkit::{Broker, FleetKit, Message, Packaging, SHIPPED, Server, Subscription, forecourt};
+use forecourt_testkit::{Broker, FleetKit, Message, Packaging, SHIPPED, Server, Subscription, forecourt, sha256_hex};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -23,6 +23,43 @@ fn served_version(server: &Server) -> String {
     let reply = server.post_json("/v1/predict/car-price", &car());
     assert_eq!(reply.status, 200, "{reply:?}");
     reply.json["version"].as_str().unwrap().to_owned()
+}
+
+/// A folder served over HTTP by Python's own file server (a real HTTP server, as a
+/// fleet's file host would be); stopped on drop.
+struct HttpFiles {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpFiles {
+    fn serve(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the file server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self, file: &str) -> String {
+        format!("http://127.0.0.1:{}/{file}", self.port)
+    }
+}
+
+impl Drop for HttpFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// car-price's active version and every loaded one, from /v1/bundles.
@@ -211,7 +248,8 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
 fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_version_serves() {
     let broker = Broker::start();
     let kit = FleetKit::new();
-    let server = kit.appliance(&broker, "kiosk-2", &[]).start();
+    // Requests over 1 MiB of bundle (about 1.4 MB of JSON) are refused.
+    let server = kit.appliance(&broker, "kiosk-2", &[]).env("FORECOURT_MQTT__MAX_BUNDLE_MIB", "1").start();
     await_online(&broker, "kiosk-2");
     let progress = broker.subscribe("forecourt/kiosk-2/deployments/+");
     let cases = [
@@ -254,11 +292,36 @@ fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_ve
     let outcome = await_outcome(&progress, "nothing-before").last().unwrap().json();
     assert_eq!((outcome["step"].clone(), outcome["reason"]["code"].clone()), (json!("rejected"), json!("not_found")));
 
+    // Oversized: answered with an outcome (its id read leniently), and the link stays up.
+    let oversized = format!(
+        r#"{{"action":"deploy","id":"too-big","bundle":{{"inline":"{}","sha256":"{}"}}}}"#,
+        "A".repeat(2 << 20),
+        "0".repeat(64)
+    );
+    broker.publish("forecourt/kiosk-2/deploy", oversized.as_bytes(), false);
+    let outcome = await_outcome(&progress, "too-big").last().unwrap().json();
+    assert_eq!(outcome["reason"]["code"], "too_large", "{outcome}");
+    assert_eq!(server.get("/health/detailed").json["mqtt"]["connected"], true);
+
+    // By URL: the sha256 must match what is downloaded.
+    let fcb = kit.package("1.5.0", Packaging::Signed);
+    let files = HttpFiles::serve(fcb.parent().unwrap());
+    let url = files.url(fcb.file_name().unwrap().to_str().unwrap());
+    let by_url = |id: &str, sha256: &str| {
+        let request = json!({"action": "deploy", "id": id, "bundle": {"url": url, "sha256": sha256}});
+        broker.publish("forecourt/kiosk-2/deploy", request.to_string().as_bytes(), false);
+        await_outcome(&progress, id).last().unwrap().json()
+    };
+    let outcome = by_url("wrong-sha", &"0".repeat(64));
+    assert_eq!(outcome["reason"]["code"], "transfer_failed", "{outcome}");
+    let outcome = by_url("by-url", &sha256_hex(&std::fs::read(&fcb).unwrap()));
+    assert_eq!((outcome["step"].clone(), outcome["version"].clone()), (json!("active"), json!("1.5.0")), "{outcome}");
+    assert_eq!(served_version(&server), "1.5.0");
+
     // Every rejection is in the audit trail.
     let audit = server.get("/v1/audit?limit=1000").json;
     let rejected = audit["records"].as_array().unwrap().iter().filter(|r| r["kind"] == "bundle_rejected").count();
-    assert_eq!(rejected, 3, "{audit}");
-    assert_eq!(served_version(&server), "1.0.0");
+    assert_eq!(rejected, 4, "{audit}");
     assert_eq!(server.get("/health").status, 200);
 }
 
