@@ -212,7 +212,7 @@ rm -f "${ROOTFS}/.forecourt-base"
 # What cloud-init user-data would write on a cloud instance (README, "The appliance image").
 # The retention value is the boot test's proof that the file reaches the service.
 cat >"${ROOTFS}/etc/forecourt/environment" <<'EOF'
-FORECOURT_DEVICE__ID=local-image
+FORECOURT_MQTT__DEVICE_ID=local-image
 FORECOURT_STORE__RETENTION_MAX_AGE_DAYS=30
 EOF
 chmod 0640 "${ROOTFS}/etc/forecourt/environment"

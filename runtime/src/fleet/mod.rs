@@ -4,11 +4,20 @@
 //! - [`config`]: the `mqtt` section of forecourt.toml.
 //! - [`topics`] and [`messages`]: the wire contract of api-shapes.md section 3, shared by
 //!   both sides.
+//! - [`agent`]: the appliance's side: opens the fleet's state at every start (deployed
+//!   bundles, interrupted deployments) and, with a broker configured, runs the link and
+//!   the tasks around it.
+//! - [`link`]: the rumqttc connection: Last Will, persistent session, backoff, publishing
+//!   confirmed by PUBACK.
+//! - [`deploy`]: carries a request through its steps to one outcome; [`error`] maps every
+//!   failure to the outcome's reason code, in one place.
+//! - [`state`]: deployment records and each bundle's preferred version, in the store's
+//!   tables; [`outbox`]: the bounded store-and-forward queue of everything published.
 //! - [`manager`]: the fleet manager's MQTT session: statuses, publishing requests, and
 //!   following deployments to one outcome per device.
 //!
-//! This module drives the registry and the store through their public APIs; it knows
-//! nothing of HTTP.
+//! Dependencies flow one way: the fleet drives the registry and the store through their
+//! public APIs, and neither knows of it; it knows nothing of HTTP.
 
 pub mod agent;
 pub mod config;
