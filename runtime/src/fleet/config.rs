@@ -20,7 +20,9 @@ pub struct MqttConfig {
     pub topic_prefix: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Never serialized: `forecourt config` and the audit record of the configuration
+    /// (which the fleet receives as an event) must not carry it.
+    #[serde(skip_serializing)]
     pub password: Option<String>,
     /// MQTT keep-alive; the broker publishes the Last Will after 1.5 times this without a word.
     pub keep_alive_secs: u64,
@@ -152,6 +154,12 @@ mod tests {
             let error = check_topic_level("mqtt.device_id", bad).unwrap_err();
             assert_eq!(error.key, "mqtt.device_id");
         }
+    }
+
+    #[test]
+    fn the_password_is_never_serialized() {
+        let config = MqttConfig { password: Some("hunter2".into()), ..Default::default() };
+        assert!(!serde_json::to_string(&config).unwrap().contains("hunter2"));
     }
 
     #[test]

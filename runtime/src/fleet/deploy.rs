@@ -208,11 +208,13 @@ impl Deployer {
         record.version = Some(version.to_string());
         self.step(record, Step::Verified, Some(json!({"key_id": verified.signed_by()}))).await?;
 
+        if let Some((canary_version, _)) = self.canary_of(&name) {
+            return Err(DeployError::Busy(format!(
+                "a canary of {name} ({canary_version}) is running; wait for its outcome or roll it back"
+            )));
+        }
         if inner.registry.version(&name, &version).is_some() {
             return self.switch_to_loaded(record, &name, &version, canary).await;
-        }
-        if let Some(running) = self.canary_of(&name) {
-            return Err(DeployError::Busy(format!("a canary of {name} ({}) is running", running.0)));
         }
         self.step(record, Step::Staged, None).await?;
         let loader = inner.registry.loader().clone();
