@@ -242,6 +242,16 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
     assert_eq!(car_price_versions(&server).0, "1.0.0", "a repeated request must not switch again");
     let after = server.get("/v1/audit?limit=1000").json["records"].as_array().unwrap().len();
     assert_eq!(before, after, "a repeated request must not run again");
+
+    // A clean stop says goodbye with the full status; the broker must not follow it with the
+    // Last Will (which names no versions).
+    let statuses = broker.subscribe("forecourt/kiosk-1/status");
+    server.sigterm();
+    assert!(server.wait_exit(WAIT).is_some_and(|status| status.success()), "a clean stop");
+    let goodbye = statuses.wait_for(WAIT, |m| m.json()["online"] == false).expect("the offline status");
+    assert_eq!(goodbye.json()["bundles"]["car-price"], "1.0.0", "{}", goodbye.text());
+    let retained = broker.subscribe("forecourt/kiosk-1/status").recv_timeout(WAIT).expect("a retained status");
+    assert_eq!(retained.json(), goodbye.json(), "the goodbye stays the retained status");
 }
 
 #[test]

@@ -73,8 +73,10 @@ fn twenty_appliances_in_one_group_converge_on_one_push() {
     let mut active_at = Vec::new();
     let mut on_device = Vec::new();
     let mut received_clock = Vec::new();
+    let mut stages: Vec<Vec<Duration>> = vec![Vec::new(); STEPS.len() - 1];
     for (device, messages) in &by_device {
-        let mut steps: Vec<&str> = messages.iter().map(|(_, message)| message["step"].as_str().unwrap_or("?")).collect();
+        let mut steps: Vec<&str> =
+            messages.iter().map(|(_, message)| message["step"].as_str().unwrap_or("?")).collect();
         steps.dedup(); // a QoS 1 redelivery repeats a step
         assert_eq!(steps, STEPS, "{device}: {messages:?}");
         let (at, last) = messages.last().expect("a device that answered sent a message");
@@ -84,6 +86,13 @@ fn twenty_appliances_in_one_group_converge_on_one_push() {
             "{device}: {last}"
         );
         active_at.push(*at);
+        let step_clock = |step: &str| {
+            let (_, message) = messages.iter().find(|(_, message)| message["step"] == step).expect("every step came");
+            clock_ms(&message["time"])
+        };
+        for (index, pair) in STEPS.windows(2).enumerate() {
+            stages[index].push(ms((step_clock(pair[1]) + DAY_MS - step_clock(pair[0])) % DAY_MS));
+        }
         let received = clock_ms(&messages[0].1["time"]);
         on_device.push(Duration::from_millis((clock_ms(&last["time"]) + DAY_MS - received) % DAY_MS));
         received_clock.push(received);
@@ -120,6 +129,15 @@ fn twenty_appliances_in_one_group_converge_on_one_push() {
         seconds(median(&on_device)),
         seconds(on_device[DEVICES - 1])
     );
+    let medians: Vec<String> = STEPS[1..]
+        .iter()
+        .zip(&mut stages)
+        .map(|(step, times)| {
+            times.sort();
+            format!("{step} {}", seconds(median(times)))
+        })
+        .collect();
+    eprintln!("  median time to each step from the one before, on the devices: {}", medians.join(", "));
     eprintln!("  the request reached the last device {} after the first (device clocks)", seconds(ms(fan_out)));
     eprintln!("load average after the push: {}", load_average());
     assert!(active_at[DEVICES - 1] < PUSH_TIMEOUT, "sanity bound: converged only after {:?}", active_at[DEVICES - 1]);
@@ -217,8 +235,7 @@ fn await_statuses(
 ) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let missing: Vec<&String> =
-            devices.iter().filter(|device| !newest.get(*device).is_some_and(|status| done(status))).collect();
+        let missing: Vec<&String> = devices.iter().filter(|device| !newest.get(*device).is_some_and(&done)).collect();
         if missing.is_empty() {
             return;
         }

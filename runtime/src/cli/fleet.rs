@@ -67,11 +67,15 @@ impl TargetArgs {
     }
 }
 
+/// How long a command waits for the devices' outcomes unless told.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Args)]
 pub struct FollowArgs {
-    /// How long to wait for every device's outcome, e.g. 60s, 2m, 1m30s.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
-    pub timeout: Duration,
+    /// How long to wait for every device's outcome, e.g. 60s, 2m, 1m30s [default: 60s, or
+    /// with --canary the canary's window plus 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
     /// With --group: wait until at least N devices answered, for fleets whose statuses are
     /// not all at the broker yet.
     #[arg(long, value_name = "N", conflicts_with = "device", value_parser = clap::value_parser!(u32).range(1..))]
@@ -84,7 +88,7 @@ pub struct FollowArgs {
 impl FollowArgs {
     fn options(&self) -> PushOptions {
         PushOptions {
-            timeout: self.timeout,
+            timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
             expect: self.expect.map(|n| n as usize),
             id: self.id.clone(),
             ..PushOptions::default()
@@ -200,10 +204,14 @@ fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result
 async fn push(args: PushArgs, bundle: BundleFile) -> anyhow::Result<()> {
     eprintln!("pushing {} {} ({} bytes, sha256 {})", bundle.name, bundle.version, bundle.size, &bundle.sha256[..12]);
     let mut manager = FleetManager::connect(&args.broker.broker, &args.broker.prefix).await?;
-    let options = args.follow.options();
+    let policy = args.canary.policy();
+    let mut options = args.follow.options();
+    // A canary's outcome comes at the end of its window at the earliest.
+    if let (Some(policy), None) = (&policy, args.follow.timeout) {
+        options.timeout = Duration::from_secs(policy.window_secs) + DEFAULT_TIMEOUT;
+    }
     let mut view = ProgressView::new();
-    let outcomes =
-        manager.deploy(&args.target.target(), &bundle, args.canary.policy(), &options, |seen| view.observe(seen)).await;
+    let outcomes = manager.deploy(&args.target.target(), &bundle, policy, &options, |seen| view.observe(seen)).await;
     finish(manager, view, outcomes, options.expect).await
 }
 

@@ -131,7 +131,10 @@ impl Fleet {
             since: now(),
             topic: self.topics.status(&self.device),
         };
-        let last_will = serde_json::to_vec(&status.status(false)).unwrap_or_default();
+        // The will is fixed at connection time, so it names no versions (they may change
+        // before it is published); a clean stop publishes the full offline status instead.
+        let last_will = Status { bundles: BTreeMap::new(), canaries: BTreeMap::new(), ..status.status(false) };
+        let last_will = serde_json::to_vec(&last_will).unwrap_or_default();
         let Started { link, mut requests, event_loop } = Link::start(&self.config, &broker, &self.device, last_will);
         let changed = Arc::new(Notify::new());
         let deployer = Deployer::new(
@@ -199,11 +202,15 @@ impl Running {
                 tracing::warn!("the broker did not take the offline status in time");
             }
         }
+        // The event loop ends once the DISCONNECT is on the wire: aborting it sooner would
+        // drop the connection without one, and the broker would publish the Last Will.
         self.link.disconnect().await;
-        for task in &self.tasks {
-            task.abort();
+        let mut tasks = self.tasks.into_iter();
+        if let Some(event_loop) = tasks.next() {
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, event_loop).await;
         }
-        for task in self.tasks {
+        for task in tasks {
+            task.abort();
             let _ = task.await;
         }
     }
