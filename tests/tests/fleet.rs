@@ -573,3 +573,44 @@ fn an_appliance_killed_mid_deployment_serves_the_old_or_the_new_version_after_a_
         assert_eq!(verify.json["ok"], true, "{}", verify.json);
     }
 }
+
+#[test]
+fn the_fleet_link_runs_over_tls_with_a_private_ca_and_refuses_a_broker_it_cannot_verify() {
+    let broker = Broker::start_with_tls();
+    let kit = FleetKit::new();
+    let ca = broker.ca_file();
+    let server = kit
+        .appliance(&broker, "kiosk-8", &[])
+        .env("FORECOURT_MQTT__BROKER", broker.tls_url())
+        .env("FORECOURT_MQTT__CA_FILE", ca.to_string_lossy())
+        .start();
+    await_online(&broker, "kiosk-8");
+    assert_eq!(server.get("/health/detailed").json["mqtt"]["broker"], broker.tls_url().as_str());
+
+    let fcb = kit.package("1.1.0", Packaging::Signed);
+    let url = broker.tls_url();
+    let pushed = forecourt(&[
+        &"fleet",
+        &"push",
+        &"--broker",
+        &url,
+        &"--ca-file",
+        &ca,
+        &"--bundle",
+        &fcb,
+        &"--device",
+        &"kiosk-8",
+    ]);
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    assert_eq!(served_version(&server), "1.1.0");
+
+    // Without the CA the broker's certificate is not trusted: no connection, said in the
+    // log, and the appliance serves on.
+    let unverified = kit.appliance(&broker, "kiosk-9", &[]).env("FORECOURT_MQTT__BROKER", broker.tls_url()).start();
+    let refused = unverified.wait_for_log_line(WAIT, |line| line.contains("the fleet broker is unreachable"));
+    assert!(refused.is_some_and(|line| line.to_lowercase().contains("certificate")), "{}", unverified.logs());
+    assert_eq!(unverified.get("/health/detailed").json["mqtt"]["connected"], false);
+    assert_eq!(served_version(&unverified), "1.0.0");
+    let manager = forecourt(&[&"fleet", &"status", &"--broker", &url]);
+    assert!(!manager.status.success(), "the manager must not trust the broker without its CA either");
+}

@@ -37,12 +37,41 @@ pub enum FleetCommand {
 
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
-    /// The fleet's broker, mqtt://host:port (port 1883 when left out).
+    /// The fleet's broker, mqtt://host:port (port 1883 when left out) or over TLS
+    /// mqtts://host:port (port 8883).
     #[arg(long, value_name = "URL", value_parser = parse_broker)]
     pub broker: BrokerAddress,
     /// The first level of every topic: the appliances' mqtt.topic_prefix.
     #[arg(long, default_value = "forecourt")]
     pub prefix: String,
+    /// With mqtts://: the CA certificates (PEM) the broker's must chain to (default: the
+    /// system's trusted roots).
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// With mqtts://: a client certificate (PEM) for brokers that ask for one; needs --key-file.
+    #[arg(long, value_name = "FILE", requires = "key_file")]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert_file")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    /// The broker with the TLS files of the command line.
+    fn address(&self) -> anyhow::Result<BrokerAddress> {
+        let mut address = self.broker.clone();
+        match &mut address.tls {
+            Some(tls) => {
+                tls.ca_file = self.ca_file.clone();
+                tls.client_auth = self.cert_file.clone().zip(self.key_file.clone());
+            }
+            None if self.ca_file.is_some() || self.cert_file.is_some() => {
+                anyhow::bail!("--ca-file, --cert-file and --key-file need an mqtts:// broker")
+            }
+            None => {}
+        }
+        Ok(address)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -203,7 +232,7 @@ fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result
 
 async fn push(args: PushArgs, bundle: BundleFile) -> anyhow::Result<()> {
     eprintln!("pushing {} {} ({} bytes, sha256 {})", bundle.name, bundle.version, bundle.size, &bundle.sha256[..12]);
-    let mut manager = FleetManager::connect(&args.broker.broker, &args.broker.prefix).await?;
+    let mut manager = FleetManager::connect(&args.broker.address()?, &args.broker.prefix).await?;
     let policy = args.canary.policy();
     let mut options = args.follow.options();
     // A canary's outcome comes at the end of its window at the earliest.
@@ -216,7 +245,7 @@ async fn push(args: PushArgs, bundle: BundleFile) -> anyhow::Result<()> {
 }
 
 async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
-    let mut manager = FleetManager::connect(&args.broker.broker, &args.broker.prefix).await?;
+    let mut manager = FleetManager::connect(&args.broker.address()?, &args.broker.prefix).await?;
     let options = args.follow.options();
     let mut view = ProgressView::new();
     let outcomes = manager.rollback(&args.target.target(), &args.bundle, &options, |seen| view.observe(seen)).await;
@@ -224,7 +253,7 @@ async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
 }
 
 async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
-    let mut manager = FleetManager::connect(&args.broker.broker, &args.broker.prefix).await?;
+    let mut manager = FleetManager::connect(&args.broker.address()?, &args.broker.prefix).await?;
     let options = args.follow.options();
     let mut view = ProgressView::new();
     let target = args.target.target();
@@ -264,7 +293,7 @@ fn with_hint(error: ManagerError) -> anyhow::Error {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let mut manager = FleetManager::connect(&args.broker.broker, &args.broker.prefix).await?;
+    let mut manager = FleetManager::connect(&args.broker.address()?, &args.broker.prefix).await?;
     let statuses = manager.statuses(DEFAULT_SETTLE).await;
     manager.disconnect().await;
     let statuses = statuses?;
@@ -589,7 +618,7 @@ mod tests {
     fn parse(line: &str) -> Result<FleetCommand, clap::Error> {
         let cli = Cli::try_parse_from(format!("forecourt fleet {line}").split_whitespace())?;
         let Command::Fleet(command) = cli.command else { panic!("not a fleet command") };
-        Ok(command)
+        Ok(*command)
     }
 
     #[test]
@@ -597,7 +626,7 @@ mod tests {
         let line = "push --broker mqtt://b:1884 --bundle c.fcb --group east --canary 10 --canary-window 2m \
                     --max-p99-ms 50 --timeout 90s --expect 3";
         let FleetCommand::Push(args) = parse(line).unwrap() else { panic!() };
-        assert_eq!(args.broker.broker, BrokerAddress { host: "b".to_owned(), port: 1884 });
+        assert_eq!(args.broker.broker, BrokerAddress { host: "b".to_owned(), port: 1884, tls: None });
         assert_eq!(args.broker.prefix, "forecourt");
         assert_eq!(args.target.target(), Target::Group("east".to_owned()));
         let policy = args.canary.policy().unwrap();

@@ -51,7 +51,7 @@ pub enum Command {
     Audit(AuditCommand),
     /// Manage a fleet of appliances over MQTT: push bundles, roll back, watch statuses.
     #[command(subcommand)]
-    Fleet(fleet::FleetCommand),
+    Fleet(Box<fleet::FleetCommand>),
     /// Print the effective configuration (defaults, file, environment) as TOML.
     Config {
         #[arg(long, short)]
@@ -169,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fleet(command) => {
+            let command = *command;
             init_quiet_logging();
             fleet::run(command)
         }

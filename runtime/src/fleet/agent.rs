@@ -135,7 +135,14 @@ impl Fleet {
         // before it is published); a clean stop publishes the full offline status instead.
         let last_will = Status { bundles: BTreeMap::new(), canaries: BTreeMap::new(), ..status.status(false) };
         let last_will = serde_json::to_vec(&last_will).unwrap_or_default();
-        let Started { link, mut requests, event_loop } = Link::start(&self.config, &broker, &self.device, last_will);
+        let Started { link, mut requests, event_loop } =
+            match Link::start(&self.config, &broker, &self.device, last_will) {
+                Ok(started) => started,
+                Err(error) => {
+                    tracing::error!(%error, "the fleet link cannot start");
+                    return None;
+                }
+            };
         let changed = Arc::new(Notify::new());
         let deployer = Deployer::new(
             Arc::clone(&registry),
@@ -176,7 +183,7 @@ impl Fleet {
             self.device.clone(),
         )));
         let health = FleetHealth {
-            broker: format!("{}:{}", broker.host, broker.port),
+            broker: broker.label(),
             device: self.device.clone(),
             link: link.connection(),
             outbox: Arc::clone(&self.outbox),

@@ -1,6 +1,8 @@
 //! `[mqtt]` in forecourt.toml: the link to the fleet's broker. Without `broker` the
 //! appliance runs stand-alone (no fleet client starts).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, check_range};
@@ -8,7 +10,8 @@ use crate::config::{ConfigError, check_range};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
-    /// The broker, `mqtt://host:port` (port 1883 when left out). Unset: no fleet link.
+    /// The broker, `mqtt://host:port` (port 1883 when left out) or over TLS
+    /// `mqtts://host:port` (port 8883). Unset: no fleet link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
     /// This appliance's id in topics and as the MQTT client id. Default: the host name.
@@ -18,6 +21,16 @@ pub struct MqttConfig {
     pub groups: Vec<String>,
     /// The first level of every topic.
     pub topic_prefix: String,
+    /// With `mqtts://`: the CA certificates (PEM) the broker's certificate must chain to.
+    /// Unset: the system's trusted roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// With `mqtts://`: this appliance's certificate and key (PEM), for brokers that
+    /// authenticate clients by certificate. Needs `ca_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Never serialized: `forecourt config` and the audit record of the configuration
@@ -46,6 +59,9 @@ impl Default for MqttConfig {
             device_id: None,
             groups: Vec::new(),
             topic_prefix: "forecourt".to_owned(),
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             username: None,
             password: None,
             keep_alive_secs: 15,
@@ -58,34 +74,77 @@ impl Default for MqttConfig {
     }
 }
 
-/// Where the broker is, parsed from `broker`.
+/// Where the broker is, parsed from `broker`, and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
     pub host: String,
     pub port: u16,
+    /// `Some` over TLS (`mqtts://`).
+    pub tls: Option<Tls>,
+}
+
+/// The files of a TLS connection to the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM CA certificates; `None`: the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate and key, to authenticate to the broker.
+    pub client_auth: Option<(PathBuf, PathBuf)>,
 }
 
 impl BrokerAddress {
-    /// `mqtt://host[:port]` or `tcp://host[:port]`.
+    /// `mqtt://host[:port]` (or `tcp://`), port 1883 by default; `mqtts://host[:port]` (or
+    /// `ssl://`), over TLS, port 8883 by default.
     pub fn parse(url: &str) -> Result<Self, String> {
         let uri: axum::http::Uri = url.parse().map_err(|error| format!("{url:?} is not a URL: {error}"))?;
-        match uri.scheme_str() {
-            Some("mqtt" | "tcp") => {}
-            Some(other) => return Err(format!("scheme {other:?} is not supported; use mqtt://host:port")),
-            None => return Err(format!("{url:?} has no scheme; use mqtt://host:port")),
-        }
+        let (tls, default_port) = match uri.scheme_str() {
+            Some("mqtt" | "tcp") => (None, 1883),
+            Some("mqtts" | "ssl") => (Some(Tls::default()), 8883),
+            Some(other) => return Err(format!("scheme {other:?} is not supported; use mqtt:// or mqtts://")),
+            None => return Err(format!("{url:?} has no scheme; use mqtt://host:port or mqtts://host:port")),
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("{url:?} must be mqtt://host:port, without a path or query"));
         }
         let host = uri.host().filter(|host| !host.is_empty()).ok_or_else(|| format!("{url:?} has no host"))?;
-        Ok(Self { host: host.trim_matches(['[', ']']).to_owned(), port: uri.port_u16().unwrap_or(1883) })
+        Ok(Self { host: host.trim_matches(['[', ']']).to_owned(), port: uri.port_u16().unwrap_or(default_port), tls })
+    }
+
+    /// The rumqttc transport: TCP, or TLS (rustls with the ring provider) with the CA and
+    /// client certificate files read now.
+    pub fn transport(&self) -> Result<rumqttc::Transport, String> {
+        let Some(tls) = &self.tls else { return Ok(rumqttc::Transport::tcp()) };
+        // rustls needs a process-wide provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let read =
+            |path: &PathBuf| std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()));
+        match (&tls.ca_file, &tls.client_auth) {
+            (None, None) => Ok(rumqttc::Transport::tls_with_default_config()),
+            (None, Some(_)) => Err("a client certificate needs the CA file too".to_owned()),
+            (Some(ca), client) => {
+                let client_auth =
+                    client.as_ref().map(|(cert, key)| Ok::<_, String>((read(cert)?, read(key)?))).transpose()?;
+                Ok(rumqttc::Transport::tls(read(ca)?, client_auth, None))
+            }
+        }
+    }
+
+    /// `host:port`, bracketing IPv6 addresses, with `mqtts://` before it over TLS.
+    pub fn label(&self) -> String {
+        let scheme = if self.tls.is_some() { "mqtts://" } else { "" };
+        if self.host.contains(':') {
+            format!("{scheme}[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}{}:{}", self.host, self.port)
+        }
     }
 }
 
 impl MqttConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let Some(broker) = &self.broker else { return Ok(()) };
-        BrokerAddress::parse(broker).map_err(|message| ConfigError::new("mqtt.broker", message))?;
+        let address = BrokerAddress::parse(broker).map_err(|message| ConfigError::new("mqtt.broker", message))?;
+        self.check_tls_files(address.tls.is_some())?;
         if let Some(device) = &self.device_id {
             check_topic_level("mqtt.device_id", device)?;
         }
@@ -104,7 +163,36 @@ impl MqttConfig {
 
     /// The broker's address, when the fleet link is configured (validated at load).
     pub fn broker_address(&self) -> Option<BrokerAddress> {
-        self.broker.as_deref().and_then(|url| BrokerAddress::parse(url).ok())
+        let mut address = self.broker.as_deref().and_then(|url| BrokerAddress::parse(url).ok())?;
+        if let Some(tls) = &mut address.tls {
+            tls.ca_file = self.ca_file.clone();
+            tls.client_auth = self.client_cert_file.clone().zip(self.client_key_file.clone());
+        }
+        Some(address)
+    }
+
+    /// The TLS files: only with `mqtts://`, the certificate with its key and the CA, readable.
+    fn check_tls_files(&self, tls: bool) -> Result<(), ConfigError> {
+        let files = [
+            ("mqtt.ca_file", &self.ca_file),
+            ("mqtt.client_cert_file", &self.client_cert_file),
+            ("mqtt.client_key_file", &self.client_key_file),
+        ];
+        for (key, file) in files {
+            let Some(path) = file else { continue };
+            if !tls {
+                return Err(ConfigError::new(key, "is only used with an mqtts:// broker"));
+            }
+            std::fs::File::open(path)
+                .map_err(|error| ConfigError::new(key, format!("cannot read {}: {error}", path.display())))?;
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err(ConfigError::new("mqtt.client_key_file", "give the client certificate and its key together"));
+        }
+        if self.client_cert_file.is_some() && self.ca_file.is_none() {
+            return Err(ConfigError::new("mqtt.ca_file", "a client certificate needs the CA file too"));
+        }
+        Ok(())
     }
 
     /// The largest packet the client accepts: the bundle in base64 plus room for the JSON.
@@ -131,16 +219,13 @@ mod tests {
 
     #[test]
     fn broker_urls_parse_with_the_default_port() {
-        assert_eq!(
-            BrokerAddress::parse("mqtt://broker.local").unwrap(),
-            BrokerAddress { host: "broker.local".into(), port: 1883 }
-        );
-        assert_eq!(
-            BrokerAddress::parse("mqtt://10.0.0.5:2883").unwrap(),
-            BrokerAddress { host: "10.0.0.5".into(), port: 2883 }
-        );
-        assert_eq!(BrokerAddress::parse("tcp://[::1]:1884").unwrap(), BrokerAddress { host: "::1".into(), port: 1884 });
-        for bad in ["broker:1883", "http://broker", "mqtt://", "mqtt://b/path", "mqtts://b"] {
+        let address = |host: &str, port, tls| BrokerAddress { host: host.into(), port, tls };
+        assert_eq!(BrokerAddress::parse("mqtt://broker.local").unwrap(), address("broker.local", 1883, None));
+        assert_eq!(BrokerAddress::parse("mqtt://10.0.0.5:2883").unwrap(), address("10.0.0.5", 2883, None));
+        assert_eq!(BrokerAddress::parse("tcp://[::1]:1884").unwrap(), address("::1", 1884, None));
+        assert_eq!(BrokerAddress::parse("mqtts://b").unwrap(), address("b", 8883, Some(Tls::default())));
+        assert_eq!(address("::1", 1884, Some(Tls::default())).label(), "mqtts://[::1]:1884");
+        for bad in ["broker:1883", "http://broker", "mqtt://", "mqtt://b/path", "wss://b"] {
             assert!(BrokerAddress::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -154,6 +239,22 @@ mod tests {
             let error = check_topic_level("mqtt.device_id", bad).unwrap_err();
             assert_eq!(error.key, "mqtt.device_id");
         }
+    }
+
+    #[test]
+    fn tls_files_go_with_mqtts_and_the_certificate_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, "pem").unwrap();
+        let plain = MqttConfig { broker: Some("mqtt://b".into()), ca_file: Some(file.clone()), ..Default::default() };
+        assert_eq!(plain.validate().unwrap_err().key, "mqtt.ca_file");
+        let tls = MqttConfig { broker: Some("mqtts://b".into()), ca_file: Some(file.clone()), ..Default::default() };
+        tls.validate().unwrap();
+        assert_eq!(tls.broker_address().unwrap().tls.unwrap().ca_file, Some(file.clone()));
+        let half = MqttConfig { client_cert_file: Some(file.clone()), ..tls.clone() };
+        assert_eq!(half.validate().unwrap_err().key, "mqtt.client_key_file");
+        let missing = MqttConfig { ca_file: Some(dir.path().join("missing.pem")), ..tls };
+        assert_eq!(missing.validate().unwrap_err().key, "mqtt.ca_file");
     }
 
     #[test]

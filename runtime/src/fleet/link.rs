@@ -63,10 +63,19 @@ pub struct Started {
 
 impl Link {
     /// Starts the event loop; it connects (and reconnects) by itself.
-    pub fn start(config: &MqttConfig, broker: &BrokerAddress, device: &str, last_will: Vec<u8>) -> Started {
+    ///
+    /// Fails only when the TLS files cannot be read.
+    pub fn start(
+        config: &MqttConfig,
+        broker: &BrokerAddress,
+        device: &str,
+        last_will: Vec<u8>,
+    ) -> Result<Started, String> {
+        let transport = broker.transport()?;
         let topics = super::Topics::new(&config.topic_prefix);
         let mut options = MqttOptions::new(device, &broker.host, broker.port);
         options
+            .set_transport(transport)
             .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
             .set_clean_session(false)
             .set_manual_acks(true)
@@ -92,11 +101,11 @@ impl Link {
             requests: requests_tx,
             subscriptions,
             backoff: Backoff::new(config.reconnect_min_ms, config.reconnect_max_ms),
-            broker: format!("{}:{}", broker.host, broker.port),
+            broker: broker.label(),
         };
         let event_loop = tokio::spawn(driver.run(event_loop));
         let link = Link { client, connection, deliveries: Arc::new(Mutex::new(deliveries)) };
-        Started { link, requests, event_loop }
+        Ok(Started { link, requests, event_loop })
     }
 
     pub fn connection(&self) -> watch::Receiver<Connection> {

@@ -384,15 +384,6 @@ fn check_request(request: &Request) -> Result<(), ManagerError> {
     Request::parse(&json).map(drop).map_err(|(_, reason)| ManagerError::InvalidRequest(reason.message))
 }
 
-/// `host:port`, bracketing IPv6 addresses.
-fn broker_label(broker: &BrokerAddress) -> String {
-    if broker.host.contains(':') {
-        format!("[{}]:{}", broker.host, broker.port)
-    } else {
-        format!("{}:{}", broker.host, broker.port)
-    }
-}
-
 /// rumqttc's errors in words a manager can act on.
 fn describe(error: &ConnectionError) -> String {
     match error {
@@ -484,10 +475,13 @@ impl FleetManager {
     /// last as long as one command, and nothing should be queued for it in between.
     pub async fn connect(broker: &BrokerAddress, prefix: &str) -> Result<Self, ManagerError> {
         check_name("topic prefix", prefix)?;
-        let label = broker_label(broker);
+        let label = broker.label();
         let client_id = format!("forecourt-fleet-{}", uuid::Uuid::now_v7());
+        let transport =
+            broker.transport().map_err(|reason| ManagerError::Unreachable { broker: label.clone(), reason })?;
         let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
         options
+            .set_transport(transport)
             .set_clean_session(true)
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
@@ -965,8 +959,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_broker() {
-        let broker = BrokerAddress { host: "::1".to_owned(), port: 1884 };
-        assert_eq!(broker_label(&broker), "[::1]:1884");
+        let broker = BrokerAddress { host: "::1".to_owned(), port: 1884, tls: None };
+        assert_eq!(broker.label(), "[::1]:1884");
         let refused = ConnectionError::Io(std::io::ErrorKind::ConnectionRefused.into());
         let error = ManagerError::Unreachable { broker: "127.0.0.1:1883".to_owned(), reason: describe(&refused) };
         assert_eq!(error.to_string(), "cannot reach the broker at 127.0.0.1:1883: connection refused");
@@ -981,7 +975,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let broker = BrokerAddress { host: "127.0.0.1".to_owned(), port };
+        let broker = BrokerAddress { host: "127.0.0.1".to_owned(), port, tls: None };
         let started = std::time::Instant::now();
         let error = FleetManager::connect(&broker, "forecourt").await.unwrap_err();
         assert_eq!(error.to_string(), format!("cannot reach the broker at 127.0.0.1:{port}: connection refused"));
@@ -999,7 +993,7 @@ mod tests {
                 held.push(socket);
             }
         });
-        let broker = BrokerAddress { host: "127.0.0.1".to_owned(), port };
+        let broker = BrokerAddress { host: "127.0.0.1".to_owned(), port, tls: None };
         let error = FleetManager::connect(&broker, "forecourt").await.unwrap_err();
         assert!(error.to_string().contains("no answer within 5 s"), "{error}");
     }

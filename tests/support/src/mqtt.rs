@@ -71,19 +71,43 @@ pub struct Broker {
     links: Mutex<Vec<Weak<Link>>>,
     /// Each live subscription's connection count when the broker was last stopped.
     stopped: Vec<(Weak<Link>, u64)>,
+    /// The TLS listener's port, when the broker has one ([`Broker::start_with_tls`]).
+    tls_port: Option<u16>,
 }
 
 impl Broker {
     /// Installs Mosquitto and its clients if needed, starts a broker on a free port and
     /// waits until it accepts TCP connections.
     pub fn start() -> Broker {
+        Self::launch(false)
+    }
+
+    /// [`Broker::start`], with a second listener over TLS ([`Broker::tls_url`]) whose
+    /// certificate (for 127.0.0.1) a private CA ([`Broker::ca_file`]) signed, both made with
+    /// the `openssl` command line.
+    pub fn start_with_tls() -> Broker {
+        Self::launch(true)
+    }
+
+    fn launch(tls: bool) -> Broker {
         let dir = temp_dir();
-        let mut broker =
-            Broker { port: 0, dir, child: None, runs: 0, links: Mutex::new(Vec::new()), stopped: Vec::new() };
+        let mut broker = Broker {
+            port: 0,
+            dir,
+            child: None,
+            runs: 0,
+            links: Mutex::new(Vec::new()),
+            stopped: Vec::new(),
+            tls_port: None,
+        };
+        if tls {
+            broker.make_certificates();
+        }
         // A free port can be taken by another process between our probe and mosquitto's bind:
         // then another port will do.
         for _ in 0..5 {
             broker.port = free_port();
+            broker.tls_port = tls.then(free_port);
             broker.write_config();
             match broker.try_launch() {
                 Ok(child) => {
@@ -100,6 +124,66 @@ impl Broker {
     /// `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://{HOST}:{}", self.port)
+    }
+
+    /// `mqtts://127.0.0.1:PORT`, the TLS listener of [`Broker::start_with_tls`].
+    pub fn tls_url(&self) -> String {
+        format!("mqtts://{HOST}:{}", self.tls_port.expect("the broker was started with TLS"))
+    }
+
+    /// The private CA's certificate (PEM) the TLS listener's certificate chains to.
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls_dir().join("ca.pem")
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// A CA, and a certificate for 127.0.0.1 it signs, readable by the `mosquitto` user.
+    fn make_certificates(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.tls_dir();
+        std::fs::create_dir_all(&dir).expect("the tls folder can be made");
+        std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("writable");
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let steps: [Vec<&str>; 3] = [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=forecourt test CA"],
+            ]
+            .concat(),
+            [&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ],
+        ];
+        for args in steps {
+            let output = Command::new("openssl").args(&args).current_dir(&dir).output().expect("openssl runs");
+            assert!(output.status.success(), "openssl {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        }
+        for entry in std::fs::read_dir(&dir).expect("readable") {
+            let path = entry.expect("readable").path();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod works");
+        }
+        for path in [self.dir.path().to_path_buf(), dir] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod works");
+        }
     }
 
     /// `127.0.0.1`.
@@ -273,6 +357,16 @@ impl Broker {
             port = self.port,
             persistence = self.persistence_dir().display(),
         );
+        let tls = self.tls_port.map(|port| {
+            let dir = self.tls_dir();
+            format!(
+                "listener {port} {HOST}\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                dir.join("ca.pem").display(),
+                dir.join("server.pem").display(),
+                dir.join("server.key").display()
+            )
+        });
+        let config = config + &tls.unwrap_or_default();
         std::fs::write(self.config_path(), config).expect("the configuration can be written");
     }
 
