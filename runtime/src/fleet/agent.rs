@@ -161,8 +161,9 @@ impl Fleet {
             let link = link.clone();
             async move {
                 while let Some(request) = requests.recv().await {
-                    deployer.receive(&request.payload, &queue).await;
-                    link.acknowledge(&request).await;
+                    if deployer.receive(&request.payload, &queue).await {
+                        link.acknowledge(&request).await;
+                    }
                 }
             }
         }));
@@ -328,14 +329,16 @@ fn samples(text: &str) -> Vec<MetricSample> {
 async fn follow_audit(store: Store, outbox: Arc<Outbox>, topic: String, device: String) {
     let mut durable = store.audit_watch();
     loop {
-        let cursor = match outbox.cursor(EVENTS_CURSOR) {
-            Ok(cursor) => cursor,
+        let records = outbox.cursor(EVENTS_CURSOR).and_then(|cursor| store.audit_records(cursor, 256));
+        let records = match records {
+            Ok(records) => records,
             Err(error) => {
-                tracing::error!(%error, "cannot read the events cursor");
-                return;
+                // The store is failing; the trail and the cursor stay where they are.
+                tracing::error!(%error, "cannot read the audit trail for events; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
         };
-        let records = store.audit_records(cursor, 256).unwrap_or_default();
         if records.is_empty() {
             if durable.changed().await.is_err() {
                 return;
@@ -354,8 +357,9 @@ async fn follow_audit(store: Store, outbox: Arc<Outbox>, topic: String, device: 
             let payload = serde_json::to_string(&event).unwrap_or_default();
             let queued = Queued { kind: Kind::Event, topic: topic.clone(), payload };
             if let Err(error) = outbox.push_with_cursor(queued, Some((EVENTS_CURSOR, seq))).await {
-                tracing::error!(%error, "cannot queue an event");
-                return;
+                tracing::error!(%error, "cannot queue an event; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                break;
             }
         }
     }

@@ -112,17 +112,21 @@ impl Deployer {
     }
 
     /// Takes one incoming request: answers malformed, oversized and repeated requests at
-    /// once, records a new one as received and queues it. Returns once the request is
-    /// recorded, so the caller may acknowledge it to the broker.
-    pub async fn receive(&self, payload: &[u8], queue: &mpsc::Sender<Job>) {
+    /// once, records a new one as received and queues it. Returns whether the request is
+    /// taken care of (answered, or recorded): only then may the caller acknowledge it to
+    /// the broker, which otherwise delivers it again.
+    pub async fn receive(&self, payload: &[u8], queue: &mpsc::Sender<Job>) -> bool {
         if payload.len() > self.inner.max_request_bytes {
             let error = DeployError::TooLarge { size: payload.len(), max: self.inner.max_request_bytes };
             self.reject_unparsed(lenient_id(payload), error.reason()).await;
-            return;
+            return true;
         }
         let request = match Request::parse(payload) {
             Ok(request) => request,
-            Err((id, reason)) => return self.reject_unparsed(id, reason).await,
+            Err((id, reason)) => {
+                self.reject_unparsed(id, reason).await;
+                return true;
+            }
         };
         match self.inner.state.deployment(request.id()) {
             Ok(Some(record)) => {
@@ -130,12 +134,12 @@ impl Deployer {
                 if let Some(outcome) = record.outcome {
                     self.publish(&outcome).await;
                 }
-                return;
+                return true;
             }
             Ok(None) => {}
             Err(error) => {
                 tracing::error!(%error, "cannot read the deployment records");
-                return;
+                return false;
             }
         }
         let mut record = DeploymentRecord {
@@ -151,7 +155,7 @@ impl Deployer {
         };
         if let Err(error) = self.step(&mut record, Step::Received, None).await {
             tracing::error!(%error, deployment = %record.id, "cannot record a deployment request");
-            return;
+            return false;
         }
         self.audit(
             AuditKind::DeploymentStarted,
@@ -165,6 +169,7 @@ impl Deployer {
             let error = DeployError::Busy(format!("{QUEUE} deployments are already waiting"));
             self.finish(&mut record, Step::Rejected, Some(error.reason()), None).await;
         }
+        true
     }
 
     async fn execute(&self, job: Job) {
