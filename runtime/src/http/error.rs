@@ -74,7 +74,15 @@ impl IntoResponse for ApiError {
             error: self.detail(),
             request_id: current_request_id().map(|id| id.to_string()).unwrap_or_default(),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The body was not read to its end, so the connection cannot carry another
+            // request: say so, rather than let the client reuse it and find it closed.
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

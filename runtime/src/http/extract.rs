@@ -75,12 +75,21 @@ enum ContentType {
 }
 
 async fn json_bytes(request: Request, limit: usize, required: ContentType) -> Result<Bytes, ApiError> {
-    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let content_type = content_type.as_deref();
     let is_json = content_type
         .and_then(|value| value.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
     let acceptable = is_json || (content_type.is_none() && required == ContentType::JsonOrNone);
     if !acceptable {
+        // Read the body anyway (within the limit), so that the connection stays usable
+        // for the client's next request; a larger one is answered 413 instead below.
+        let declared =
+            request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_none_or(|length| length <= limit) {
+            let _ = axum::body::to_bytes(request.into_body(), limit).await;
+        }
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
