@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::config::MqttConfig;
-use super::deploy::Deployer;
+use super::deploy::{Context, Deployer};
 use super::link::{Link, Started};
 use super::messages::{Event, MetricSample, MetricsSnapshot, Status};
 use super::outbox::{Kind, Outbox, Queued};
@@ -144,17 +144,17 @@ impl Fleet {
                 }
             };
         let changed = Arc::new(Notify::new());
-        let deployer = Deployer::new(
-            Arc::clone(&registry),
-            store.clone(),
-            self.state.clone(),
-            Arc::clone(&self.outbox),
-            self.topics.clone(),
-            self.device.clone(),
-            self.dirs.clone(),
-            self.config.max_incoming_packet_bytes(),
-            Arc::clone(&changed),
-        );
+        let deployer = Deployer::new(Context {
+            registry: Arc::clone(&registry),
+            store: store.clone(),
+            state: self.state.clone(),
+            outbox: Arc::clone(&self.outbox),
+            topics: self.topics.clone(),
+            device: self.device.clone(),
+            dirs: self.dirs.clone(),
+            max_request_bytes: self.config.max_incoming_packet_bytes(),
+            changed: Arc::clone(&changed),
+        });
         let (queue, jobs) = Deployer::queue();
         let mut tasks = vec![event_loop, tokio::spawn(deployer.clone().run(jobs))];
         tasks.push(tokio::spawn({

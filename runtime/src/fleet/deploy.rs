@@ -45,23 +45,25 @@ pub struct Job {
 
 #[derive(Debug, Clone)]
 pub struct Deployer {
-    inner: Arc<Inner>,
+    context: Arc<Context>,
+    /// Running canaries by bundle name.
+    canaries: Arc<Mutex<HashMap<String, RunningCanary>>>,
 }
 
+/// What a deployer works with.
 #[derive(Debug)]
-struct Inner {
-    registry: Arc<Registry>,
-    store: Store,
-    state: FleetState,
-    outbox: Arc<Outbox>,
-    topics: Topics,
-    device: String,
-    dirs: Dirs,
-    max_request_bytes: usize,
+pub struct Context {
+    pub registry: Arc<Registry>,
+    pub store: Store,
+    pub state: FleetState,
+    pub outbox: Arc<Outbox>,
+    pub topics: Topics,
+    pub device: String,
+    pub dirs: Dirs,
+    /// The largest request taken (`mqtt.max_bundle_mib` in base64, plus the JSON).
+    pub max_request_bytes: usize,
     /// Notified whenever the active or canary versions change (the status follows).
-    changed: Arc<Notify>,
-    /// Running canaries by bundle name.
-    canaries: Mutex<HashMap<String, RunningCanary>>,
+    pub changed: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -72,31 +74,8 @@ struct RunningCanary {
 }
 
 impl Deployer {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        registry: Arc<Registry>,
-        store: Store,
-        state: FleetState,
-        outbox: Arc<Outbox>,
-        topics: Topics,
-        device: String,
-        dirs: Dirs,
-        max_request_bytes: usize,
-        changed: Arc<Notify>,
-    ) -> Self {
-        let inner = Inner {
-            registry,
-            store,
-            state,
-            outbox,
-            topics,
-            device,
-            dirs,
-            max_request_bytes,
-            changed,
-            canaries: Mutex::default(),
-        };
-        Self { inner: Arc::new(inner) }
+    pub fn new(context: Context) -> Self {
+        Self { context: Arc::new(context), canaries: Arc::default() }
     }
 
     /// Runs the queue of deployments, one at a time, until the sender is dropped.
@@ -116,8 +95,8 @@ impl Deployer {
     /// taken care of (answered, or recorded): only then may the caller acknowledge it to
     /// the broker, which otherwise delivers it again.
     pub async fn receive(&self, payload: &[u8], queue: &mpsc::Sender<Job>) -> bool {
-        if payload.len() > self.inner.max_request_bytes {
-            let error = DeployError::TooLarge { size: payload.len(), max: self.inner.max_request_bytes };
+        if payload.len() > self.context.max_request_bytes {
+            let error = DeployError::TooLarge { size: payload.len(), max: self.context.max_request_bytes };
             self.reject_unparsed(lenient_id(payload), error.reason()).await;
             return true;
         }
@@ -128,7 +107,7 @@ impl Deployer {
                 return true;
             }
         };
-        match self.inner.state.deployment(request.id()) {
+        match self.context.state.deployment(request.id()) {
             Ok(Some(record)) => {
                 // Delivered again (a redelivery after a crash, or a repeated push).
                 if let Some(outcome) = record.outcome {
@@ -190,7 +169,7 @@ impl Deployer {
             }
             self.finish(&mut record, Step::Rejected, Some(error.reason()), None).await;
         }
-        let _ = std::fs::remove_dir_all(self.inner.dirs.staging.join(&record.id));
+        let _ = std::fs::remove_dir_all(self.context.dirs.staging.join(&record.id));
     }
 
     async fn deploy(
@@ -199,7 +178,7 @@ impl Deployer {
         source: BundleSource,
         canary: Option<CanaryPolicy>,
     ) -> Result<(), DeployError> {
-        let inner = &self.inner;
+        let inner = &*self.context;
         if inner.registry.loader().trusted_keys().is_none() {
             return Err(DeployError::NoTrustedKeys);
         }
@@ -256,9 +235,9 @@ impl Deployer {
         version: &Version,
         canary: Option<CanaryPolicy>,
     ) -> Result<(), DeployError> {
-        let active = self.inner.registry.active(name).map(|bundle| bundle.version().clone());
+        let active = self.context.registry.active(name).map(|bundle| bundle.version().clone());
         if active.as_ref() == Some(version) {
-            record.previous = self.inner.state.preference(name)?.and_then(|p| p.previous).map(|v| v.to_string());
+            record.previous = self.context.state.preference(name)?.and_then(|p| p.previous).map(|v| v.to_string());
             self.finish(record, Step::Active, None, Some(json!({"note": "already active"}))).await;
             return Ok(());
         }
@@ -270,7 +249,7 @@ impl Deployer {
 
     /// Moves a smoke-tested bundle from staging to its installed folder, durably.
     async fn install(&self, mut bundle: Bundle) -> Result<Bundle, DeployError> {
-        let target = self.inner.dirs.installed_version(bundle.name(), bundle.version());
+        let target = self.context.dirs.installed_version(bundle.name(), bundle.version());
         let source = bundle.dir().to_owned();
         let moved = target.clone();
         blocking(move || move_dir(&source, &moved)).await?.map_err(DeployError::Internal)?;
@@ -286,7 +265,7 @@ impl Deployer {
         version: &Version,
         detail: Option<Value>,
     ) -> Result<(), DeployError> {
-        let inner = &self.inner;
+        let inner = &*self.context;
         let previous = inner.registry.active(name).map(|bundle| bundle.version().clone()).filter(|v| v != version);
         inner.state.set_preference(name, &Preference { active: version.clone(), previous: previous.clone() }).await?;
         inner.registry.activate(name, version)?;
@@ -308,7 +287,7 @@ impl Deployer {
         version: &Version,
         policy: CanaryPolicy,
     ) -> Result<(), DeployError> {
-        let inner = &self.inner;
+        let inner = &*self.context;
         inner.registry.start_canary(name, version, policy.share_percent)?;
         self.versions_changed(name, None);
         record.previous = inner.registry.active(name).map(|bundle| bundle.version().to_string());
@@ -395,7 +374,7 @@ impl Deployer {
         reason: Reason,
         detail: Option<Value>,
     ) {
-        let inner = &self.inner;
+        let inner = &*self.context;
         inner.registry.stop_canary(name);
         let _ = inner.registry.remove(name, version);
         self.versions_changed(name, Some(version));
@@ -409,7 +388,7 @@ impl Deployer {
     }
 
     async fn rollback(&self, record: &mut DeploymentRecord, name: &str) -> Result<(), DeployError> {
-        let inner = &self.inner;
+        let inner = &*self.context;
         if let Some((canary_version, canary_deployment)) = self.canary_of(name) {
             if let Some(running) = self.lock_canaries().remove(name) {
                 running.stop.notify_one();
@@ -457,7 +436,7 @@ impl Deployer {
     }
 
     async fn remove(&self, record: &mut DeploymentRecord, name: &str, version: &Version) -> Result<(), DeployError> {
-        let inner = &self.inner;
+        let inner = &*self.context;
         record.version = Some(version.to_string());
         if inner.registry.version(name, version).is_none() {
             return Err(DeployError::NotFound(format!("bundle {name} has no version {version} loaded")));
@@ -489,10 +468,10 @@ impl Deployer {
     /// After the active, canary or loaded versions of `name` changed: the status follows,
     /// and so do the version gauges (`gone`: a version just unloaded).
     fn versions_changed(&self, name: &str, gone: Option<&Version>) {
-        self.inner.changed.notify_one();
-        if let Some(active) = self.inner.registry.active(name) {
+        self.context.changed.notify_one();
+        if let Some(active) = self.context.registry.active(name) {
             let loaded: Vec<String> =
-                self.inner.registry.versions(name).iter().map(|b| b.version().to_string()).collect();
+                self.context.registry.versions(name).iter().map(|b| b.version().to_string()).collect();
             let gone: Vec<String> = gone.map(Version::to_string).into_iter().collect();
             record_bundle_versions(name, &active.version().to_string(), &loaded, &gone);
         }
@@ -504,16 +483,16 @@ impl Deployer {
     }
 
     fn lock_canaries(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunningCanary>> {
-        self.inner.canaries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.canaries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records a step and queues its message.
     async fn step(&self, record: &mut DeploymentRecord, step: Step, detail: Option<Value>) -> Result<(), DeployError> {
-        let progress = record.progress(&self.inner.device, step, None, detail, false);
+        let progress = record.progress(&self.context.device, step, None, detail, false);
         tracing::info!(deployment = %record.id, step = step.as_str(), bundle = ?record.bundle, version = ?record.version, "deployment step");
         record.step = step;
         record.updated = progress.time.clone();
-        self.inner.state.save(record).await?;
+        self.context.state.save(record).await?;
         self.publish(&progress).await;
         Ok(())
     }
@@ -521,11 +500,11 @@ impl Deployer {
     /// Records the final step and queues its message. Failures to record are logged: the
     /// restart after a store failure resolves the deployment.
     async fn finish(&self, record: &mut DeploymentRecord, step: Step, reason: Option<Reason>, detail: Option<Value>) {
-        let progress = record.progress(&self.inner.device, step, reason, detail, true);
+        let progress = record.progress(&self.context.device, step, reason, detail, true);
         record.step = step;
         record.updated = progress.time.clone();
         record.outcome = Some(progress.clone());
-        if let Err(error) = self.inner.state.save(record).await {
+        if let Err(error) = self.context.state.save(record).await {
             tracing::error!(%error, deployment = %record.id, "cannot record a deployment's outcome");
         }
         let outcome = if progress.ok == Some(true) { "ok" } else { step.as_str() };
@@ -544,9 +523,9 @@ impl Deployer {
 
     /// Queues a progress message on its deployment's topic.
     async fn publish(&self, progress: &Progress) {
-        let topic = self.inner.topics.deployment(&self.inner.device, &progress.deployment);
+        let topic = self.context.topics.deployment(&self.context.device, &progress.deployment);
         let payload = serde_json::to_string(progress).unwrap_or_default();
-        if let Err(error) = self.inner.outbox.push(Queued { kind: Kind::Deployment, topic, payload }).await {
+        if let Err(error) = self.context.outbox.push(Queued { kind: Kind::Deployment, topic, payload }).await {
             tracing::error!(%error, deployment = %progress.deployment, "cannot queue a deployment message");
         }
     }
@@ -570,7 +549,7 @@ impl Deployer {
     }
 
     async fn audit(&self, kind: AuditKind, details: Value) {
-        if let Err(error) = self.inner.store.audit(kind, details).await {
+        if let Err(error) = self.context.store.audit(kind, details).await {
             tracing::error!(%error, "cannot write an audit record");
         }
     }
