@@ -107,6 +107,20 @@ fn push(broker: &Broker, fcb: &Path, device: &str, id: &str, extra: &[&str]) -> 
     forecourt(&args)
 }
 
+/// `forecourt fleet push` like [`push`], left running in the background (output discarded),
+/// for tests that stop the broker or the appliance under it.
+fn spawn_push(broker: &Broker, fcb: &Path, device: &str, id: &str, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(forecourt_testkit::forecourt_binary())
+        .args(["fleet", "push", "--broker", &broker.url(), "--device", device, "--id", id])
+        .args(extra)
+        .arg("--bundle")
+        .arg(fcb)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("forecourt runs")
+}
+
 /// Requests car-price in a loop on its own thread, counting failures and versions served.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -335,13 +349,25 @@ fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_ve
     assert_eq!(server.get("/health").status, 200);
 }
 
-/// car-price's loaded versions, active first.
-fn await_active(server: &Server, version: &str) {
+/// Polls `check` until it gives a value, for state only an HTTP endpoint shows (no event
+/// to await); panics with `what` after [`WAIT`].
+#[track_caller]
+fn poll_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;
-    while car_price_versions(server).0 != version {
-        assert!(Instant::now() < deadline, "car-price {version} never became active");
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until car-price's active version is `version`.
+fn await_active(server: &Server, version: &str) {
+    poll_until(&format!("car-price {version} never became active"), || {
+        (car_price_versions(server).0 == version).then_some(())
+    });
 }
 
 #[test]
@@ -414,14 +440,8 @@ fn while_the_broker_is_down_the_appliance_serves_and_queues_then_delivers_everyt
     // A canary whose window ends while the broker is away: its outcome, and the events of
     // the promotion, can only be queued.
     let fcb = kit.package("1.1.0", Packaging::Signed);
-    let mut pushing = std::process::Command::new(forecourt_testkit::forecourt_binary())
-        .args(["fleet", "push", "--broker", &broker.url(), "--device", "kiosk-6", "--id", "during-outage"])
-        .args(["--canary", "50", "--canary-window", "3s", "--max-p99-ms", "1000", "--bundle"])
-        .arg(&fcb)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("forecourt runs");
+    let canary = ["--canary", "50", "--canary-window", "3s", "--max-p99-ms", "1000"];
+    let mut pushing = spawn_push(&broker, &fcb, "kiosk-6", "during-outage", &canary);
     progress
         .wait_for(WAIT, |m| m.json()["deployment"] == "during-outage" && m.json()["step"] == "canary")
         .expect("the canary starts");
@@ -483,33 +503,23 @@ fn while_the_broker_is_down_the_appliance_serves_and_queues_then_delivers_everyt
 /// Waits for the `deployment_finished` audit record of `deployment`; its time (RFC 3339,
 /// the format of the snapshots' times).
 fn await_deployment_finished(server: &Server, deployment: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    poll_until(&format!("deployment {deployment} was never recorded finished"), || {
         let audit = server.get("/v1/audit?limit=1000").json;
-        let finished =
-            audit["records"].as_array().unwrap().iter().find(|record| {
-                record["kind"] == "deployment_finished" && record["details"]["deployment"] == deployment
-            });
-        if let Some(record) = finished {
-            return record["time"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "deployment {deployment} was never recorded finished");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let records = audit["records"].as_array()?.clone();
+        let finished = records
+            .into_iter()
+            .find(|record| record["kind"] == "deployment_finished" && record["details"]["deployment"] == deployment)?;
+        Some(finished["time"].as_str()?.to_owned())
+    })
 }
 
 /// Waits until /health/detailed's `mqtt` satisfies `ready`; returns it.
 #[track_caller]
 fn await_health(server: &Server, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    poll_until("the fleet link never got to the awaited state", || {
         let mqtt = server.get("/health/detailed").json["mqtt"].clone();
-        if ready(&mqtt) {
-            return mqtt;
-        }
-        assert!(Instant::now() < deadline, "the fleet link never got there: {mqtt}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        ready(&mqtt).then_some(mqtt)
+    })
 }
 
 #[test]
@@ -526,13 +536,7 @@ fn an_appliance_killed_mid_deployment_serves_the_old_or_the_new_version_after_a_
         let id = format!("killed-{attempt}");
         let version = format!("1.{}.0", attempt + 1);
         let fcb = kit.package(&version, Packaging::Signed);
-        let mut pushing = std::process::Command::new(forecourt_testkit::forecourt_binary())
-            .args(["fleet", "push", "--broker", &broker.url(), "--device", "kiosk-7", "--id", &id, "--bundle"])
-            .arg(&fcb)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("forecourt runs");
+        let mut pushing = spawn_push(&broker, &fcb, "kiosk-7", &id, &[]);
         // The log line comes before the step's message goes through the outbox: closer to the step.
         let step = format!("step=\"{kill_at}\"");
         server
