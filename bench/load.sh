@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Load benchmark: starts the appliance (release build, durable store, a fresh data folder)
-# on a free port with the example bundles, drives it with wrk at 32 connections with
-# car-price requests, and prints requests/s and the latency percentiles.
+# Load benchmark: starts the appliance (release build, durable store, a fresh data folder
+# each time) on a free port with the example bundles, drives it with wrk at 32 connections
+# with car-price requests, and prints requests/s and the latency percentiles.
 #
-#   bench/load.sh                 # 20 s run after a 5 s warm-up
-#   DURATION=60 THREADS=2 bench/load.sh
+# It measures the cost of authentication in the same invocation: rounds alternate between an
+# appliance with no token (anonymous on loopback) and one whose requests carry a kiosk token
+# (`Authorization: Bearer`, checked on each request), so the machine's noise falls on both.
+#
+#   bench/load.sh                 # 2 rounds of 20 s runs, each after a 5 s warm-up
+#   DURATION=60 ROUNDS=3 THREADS=2 bench/load.sh
 #
 # Needs the bundles (make bundles); installs wrk from apt when missing.
 set -euo pipefail
@@ -14,6 +18,7 @@ DURATION=${DURATION:-20}
 WARMUP=${WARMUP:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-2}
 BUNDLES=${BUNDLES:-bundles}
 
 if ! command -v wrk >/dev/null; then
@@ -24,26 +29,67 @@ fi
 cargo build --release -q -p forecourt
 binary=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/forecourt
 
-data=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
-FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
-  FORECOURT_LOGGING__LEVEL=warn "$binary" serve >"$data/stdout" 2>"$data/stderr" &
-server=$!
+scratch=$(mktemp -d)
+server=
+trap 'stop_server; rm -rf "$scratch"' EXIT
+stop_server() { [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }; server=; }
 
-for _ in $(seq 1 200); do
-  address=$(sed -n 's/^forecourt listening on //p' "$data/stdout")
-  [ -n "$address" ] && curl -sf "$address/health" >/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$data/stderr" >&2; exit 1; }
-  sleep 0.1
+# start_server DATA_DIR: runs the appliance on DATA_DIR; sets $address.
+start_server() {
+  local data=$1
+  FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
+    FORECOURT_LOGGING__LEVEL=warn "$binary" serve >"$data/stdout" 2>"$data/stderr" &
+  server=$!
+  address=
+  for _ in $(seq 1 300); do
+    address=$(sed -n 's/^forecourt listening on //p' "$data/stdout")
+    [ -n "$address" ] && curl -sf "$address/health" >/dev/null && return 0
+    kill -0 "$server" 2>/dev/null || { cat "$data/stderr" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "the server did not become ready" >&2; cat "$data/stderr" >&2; exit 1
+}
+
+# run LABEL TOKEN: one appliance, warm-up, measured run; appends "LABEL req/s p50 p99 non2xx" to the results.
+run() {
+  local label=$1 token=$2 data
+  data=$(mktemp -d -p "$scratch")
+  local auth=()
+  if [ -n "$token" ]; then
+    # Tokens are made before the start, as an operator would: the appliance requires them from its first request.
+    FORECOURT_DATA_DIR="$data" "$binary" token add --role admin --name bench-admin >"$data/admin.token" 2>/dev/null
+    FORECOURT_DATA_DIR="$data" "$binary" token add --role kiosk --name bench-kiosk >"$data/kiosk.token" 2>/dev/null
+    auth=(-H "Authorization: Bearer $(cat "$data/kiosk.token")")
+  fi
+  start_server "$data"
+  local url="$address/v1/predict/car-price"
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${auth[@]}" -s bench/car-price.lua "$url" >/dev/null
+  local result
+  result=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${auth[@]}" -s bench/car-price.lua "$url")
+  echo "----- $label -----"
+  echo "$result"
+  local admin_header=()
+  [ -n "$token" ] && admin_header=(-H "Authorization: Bearer $(cat "$data/admin.token")")
+  rss=$(curl -s "${admin_header[@]}" "$address/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2/1048576}')
+  stored=$(curl -s "${admin_header[@]}" "$address/health/detailed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["stats"]["predictions"])')
+  echo "$result" | awk -v label="$label" -v rss="$rss" -v stored="$stored" '
+    /Requests\/sec/ {rps=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} /non-2xx responses/ {bad=$3}
+    END {printf "%s %s %s %s %s %s %s\n", label, rps, p50, p99, bad, rss, stored}' >>"$scratch/results"
+  stop_server
+}
+
+: >"$scratch/results"
+for round in $(seq 1 "$ROUNDS"); do
+  run "anonymous" ""
+  run "kiosk-token" "yes"
 done
-curl -sf "$address/health" >/dev/null || { echo "the server did not become ready" >&2; cat "$data/stderr" >&2; exit 1; }
 
-url="$address/v1/predict/car-price"
-wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s bench/car-price.lua "$url" >/dev/null
-result=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s bench/car-price.lua "$url")
-echo "$result"
 echo
-echo "summary: car-price, $CONNECTIONS connections, ${DURATION}s, store durability ${FORECOURT_STORE__DURABILITY:-durable}"
-echo "$result" | awk '/Requests\/sec/ {print "  requests/s: " $2} / 50%/ {print "  p50: " $2} / 99%/ {print "  p99: " $2} /non-2xx/ {print "  " $0}'
-echo "  server resident memory: $(curl -s "$address/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f MiB", $2/1048576}')"
-echo "  predictions stored: $(curl -s "$address/health/detailed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["stats"]["predictions"])')"
+echo "summary: car-price, $CONNECTIONS connections, ${DURATION}s runs, $ROUNDS rounds, store durability ${FORECOURT_STORE__DURABILITY:-durable}"
+printf '  %-12s %10s %9s %9s %8s %8s %10s\n' run requests/s p50 p99 non-2xx "RSS MiB" stored
+while read -r label rps p50 p99 bad rss stored; do
+  printf '  %-12s %10s %9s %9s %8s %8s %10s\n' "$label" "$rps" "$p50" "$p99" "$bad" "$rss" "$stored"
+done <"$scratch/results"
+awk '{sum[$1]+=$2; n[$1]++} END {
+  a=sum["anonymous"]/n["anonymous"]; k=sum["kiosk-token"]/n["kiosk-token"];
+  printf "  mean requests/s: anonymous %.0f, with a kiosk token %.0f (%+.1f%%)\n", a, k, (k-a)/a*100 }' "$scratch/results"

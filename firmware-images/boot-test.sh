@@ -119,14 +119,18 @@ wait_until "/health answering 200" health
 healthy_after=$((SECONDS - boot_started))
 log "healthy ${healthy_after} s after qemu started: $(curl -s --max-time 5 "${BASE_URL}/health")"
 
-# 2. A car-price valuation.
-answer=$(curl -sS --max-time 30 "${BASE_URL}/v1/predict/car-price" -H 'content-type: application/json' \
+# 2. A car-price valuation, with the kiosk token provisioned at build; none without it.
+KIOSK=(-H "Authorization: Bearer $(cat "${IMAGE_DIR}/kiosk.token")")
+VIEWER=(-H "Authorization: Bearer $(cat "${IMAGE_DIR}/viewer.token")")
+anonymous=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "${BASE_URL}/v1/predict/car-price" -d '{}')
+[[ ${anonymous} == 401 ]] || fail "a prediction without a token got ${anonymous}, not 401"
+answer=$(curl -sS --max-time 30 "${BASE_URL}/v1/predict/car-price" "${KIOSK[@]}" -H 'content-type: application/json' \
   -d '{"make": "saab", "body": "sedan", "mileage": 20000, "cylinders": 4, "doors": 4, "leather": true,
        "forecast_months": [12]}') || fail "the prediction request failed"
 price=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["outputs"]["price"])' "${answer}" 2>/dev/null) ||
   fail "no price in the answer: ${answer}"
 log "car-price prediction: price ${price} (${answer})"
-detailed=$(curl -sS --max-time 10 "${BASE_URL}/health/detailed") || fail "the /health/detailed request failed"
+detailed=$(curl -sS --max-time 10 "${VIEWER[@]}" "${BASE_URL}/health/detailed") || fail "the /health/detailed request failed"
 python3 - "${detailed}" <<'EOF' || fail "unexpected /health/detailed: ${detailed}"
 import json, sys
 health = json.loads(sys.argv[1])
@@ -142,7 +146,7 @@ EOF
 # 3. The instance's environment file reached the service: the audited configuration.
 check_instance_settings() {
   local audit
-  audit=$(curl -sS --max-time 10 "${BASE_URL}/v1/audit?after=0&limit=10") || fail "the audit request failed"
+  audit=$(curl -sS --max-time 10 "${VIEWER[@]}" "${BASE_URL}/v1/audit?after=0&limit=10") || fail "the audit request failed"
   python3 - "${audit}" <<'EOF' || fail "/etc/forecourt/environment did not take effect: ${audit}"
 import json, sys
 records = json.loads(sys.argv[1])["records"]
@@ -163,6 +167,8 @@ check_report() {
   grep -q '^NRestarts=0' "${ready}" || fail "forecourt.service restarted"
   grep -q '^watchdog: keep-alive received' "${ready}" || fail "no watchdog keep-alive"
   grep -q '^verify: ok' "${ready}" || fail "systemd-analyze verify forecourt.service failed"
+  grep -q '^admin token: -rw------- root root, HTTP/1.0 200 OK' "${ready}" ||
+    fail "the first boot's admin token is missing, readable by others, or refused: $(grep '^admin token' "${ready}")"
   score=$(sed -n 's/.*Overall exposure level for forecourt.service: \([0-9.]*\).*/\1/p' "${ready}")
   [[ -n ${score} ]] || fail "no exposure score in the report"
   log "systemd-analyze security forecourt.service (in the guest): exposure ${score}; not fully hardened:"

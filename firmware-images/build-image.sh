@@ -216,6 +216,15 @@ FORECOURT_MQTT__DEVICE_ID=local-image
 FORECOURT_STORE__RETENTION_MAX_AGE_DAYS=30
 EOF
 chmod 0640 "${ROOTFS}/etc/forecourt/environment"
+# API tokens for the boot test's requests from outside, made as an operator's provisioning
+# would (cloud-init runcmd: `forecourt token add`); the image keeps only their digests. The
+# first boot adds the admin token (forecourt-first-token.service), which the in-guest report uses.
+rm -f "${IMAGE_DIR}/kiosk.token" "${IMAGE_DIR}/viewer.token"
+for role in kiosk viewer; do
+  FORECOURT_AUTH__TOKENS_FILE="${ROOTFS}/etc/forecourt/keys/tokens.json" \
+    "${ROOTFS}/usr/bin/forecourt" token add --role "${role}" --name "boot-test-${role}" \
+    --out "${IMAGE_DIR}/${role}.token" >/dev/null 2>&1 || die "forecourt token add --role ${role} failed"
+done
 # The boot test's report units (they only print to the second serial port).
 install -D -m 0755 "${HERE}/test/report.sh" "${ROOTFS}/usr/local/lib/forecourt-test/report.sh"
 for unit in forecourt-report.service forecourt-stop-report.service; do

@@ -17,6 +17,7 @@
 #   /etc/forecourt/keys/                            the device's keys, root:forecourt 0750
 #   /etc/forecourt/trusted/                         bundle-signing public keys
 #   /usr/lib/systemd/system/forecourt.service       the unit, enabled
+#   /usr/lib/systemd/system/forecourt-first-token.service   the first admin token (first boot)
 #   /usr/lib/sysusers.d/forecourt.conf              the forecourt system user (created now)
 # /var/lib/forecourt (the data) is created by systemd at first start (StateDirectory=),
 # so the image holds no state. Idempotent: running it again upgrades in place.
@@ -88,9 +89,13 @@ install -d -m 0750 -o 0 -g "${forecourt_gid}" "${ROOT}/etc/forecourt/keys"
 
 install -D -m 0644 "${FILES}/usr/lib/systemd/system/forecourt.service" \
   "${ROOT}/usr/lib/systemd/system/forecourt.service"
-install -d -m 0755 "${ROOT}/etc/systemd/system/multi-user.target.wants"
+install -D -m 0644 "${FILES}/usr/lib/systemd/system/forecourt-first-token.service" \
+  "${ROOT}/usr/lib/systemd/system/forecourt-first-token.service"
+install -d -m 0755 "${ROOT}/etc/systemd/system/multi-user.target.wants" "${ROOT}/etc/systemd/system/forecourt.service.wants"
 ln -sfn /usr/lib/systemd/system/forecourt.service \
   "${ROOT}/etc/systemd/system/multi-user.target.wants/forecourt.service"
+ln -sfn /usr/lib/systemd/system/forecourt-first-token.service \
+  "${ROOT}/etc/systemd/system/forecourt.service.wants/forecourt-first-token.service"
 if [[ -z ${ROOT} ]] && [[ -d /run/systemd/system ]]; then
   systemctl daemon-reload
 fi

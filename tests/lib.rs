@@ -3,5 +3,6 @@
 //! `forecourt_testkit::Server`): `api.rs` (/v1, health, OpenAPI), `errors.rs` (every error
 //! status, hostile plugins, overload, garbage input), `v2_protocol.rs` (Open Inference
 //! Protocol, Triton's Python client via `tests/triton_infer.py`), `metrics.rs` (promtool),
-//! `durability.rs` (SIGKILL under load, SIGTERM), `config.rs`, `request_ids.rs`, `cli.rs` and
+//! `durability.rs` (SIGKILL under load, SIGTERM), `auth.rs` (tokens, roles, limits),
+//! `tls.rs` (HTTPS, certificate reloads), `config.rs`, `request_ids.rs`, `cli.rs` and
 //! `signing.rs` (keygen, sign, pack/unpack, and trusted keys at load).

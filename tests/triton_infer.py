@@ -3,16 +3,17 @@
 real Open Inference Protocol client would; run by tests/tests/v2_protocol.rs.
 
     python3 tests/triton_infer.py 127.0.0.1:PORT '{"features": [[...17 numbers...], ...],
-                                                  "years_ahead": [[0.0], ...]}'
+                                                  "years_ahead": [[0.0], ...]}' [--token T] [--ca PEM]
 
 Checks liveness and car-price's readiness, reads its metadata, and runs one inference
 with the given `features` ([N, 17]) and `years_ahead` ([N, 1]) as FP32 JSON tensors (no
-binary extension), asking for `price`. Prints one JSON object on stdout:
-{"live", "ready", "metadata", "price_shape", "prices"}.
+binary extension), asking for `price`. With `--token`, every call carries it as a bearer
+token; with `--ca`, the client speaks HTTPS (ssl=True) and trusts only that CA. Prints one
+JSON object on stdout: {"live", "ready", "metadata", "price_shape", "prices"}.
 """
 
+import argparse
 import json
-import sys
 
 import numpy as np
 import tritonclient.http as httpclient
@@ -21,11 +22,25 @@ MODEL = "car-price"
 
 
 def main() -> None:
-    url, tensors = sys.argv[1], json.loads(sys.argv[2])
-    client = httpclient.InferenceServerClient(url=url)
-    live = client.is_server_live()
-    ready = client.is_model_ready(MODEL)
-    metadata = client.get_model_metadata(MODEL)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("tensors")
+    parser.add_argument("--token")
+    parser.add_argument("--ca")
+    args = parser.parse_args()
+    tensors = json.loads(args.tensors)
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    if args.ca:
+        import gevent.ssl
+
+        client = httpclient.InferenceServerClient(
+            url=args.url, ssl=True, ssl_context_factory=lambda: gevent.ssl.create_default_context(cafile=args.ca)
+        )
+    else:
+        client = httpclient.InferenceServerClient(url=args.url)
+    live = client.is_server_live(headers=headers)
+    ready = client.is_model_ready(MODEL, headers=headers)
+    metadata = client.get_model_metadata(MODEL, headers=headers)
 
     features = np.array(tensors["features"], dtype=np.float32)
     years_ahead = np.array(tensors["years_ahead"], dtype=np.float32)
@@ -36,7 +51,7 @@ def main() -> None:
     inputs[0].set_data_from_numpy(features, binary_data=False)
     inputs[1].set_data_from_numpy(years_ahead, binary_data=False)
     outputs = [httpclient.InferRequestedOutput("price", binary_data=False)]
-    result = client.infer(MODEL, inputs, outputs=outputs, request_id="triton-client-1")
+    result = client.infer(MODEL, inputs, outputs=outputs, request_id="triton-client-1", headers=headers)
     price = result.as_numpy("price")
     client.close()
 

@@ -12,10 +12,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 
+use crate::auth::{Authenticator, TokenFile};
 use crate::bundle::{BundleLoader, Registry, TrustedKeys};
 use crate::config::Config;
 use crate::fleet::Fleet;
-use crate::http::{self, AppState, Readiness};
+use crate::http::{self, AppState, AuthLayerState, CertificateReloader, DenialAudit, Readiness};
 use crate::model::OnnxRuntime;
 use crate::pipeline::Pipeline;
 use crate::plugin::PluginHost;
@@ -41,6 +42,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => tracing::warn!("no [trust] keys_dir configured: bundles are not verified (signatures are not checked)"),
     }
+    let authenticator = Arc::new(open_authenticator(&config)?);
+    let tls = match &config.server.tls {
+        Some(files) => Some(CertificateReloader::load(files).context("cannot set up HTTPS ([server.tls])")?),
+        None => None,
+    };
     let onnx = OnnxRuntime::init(&config.onnxruntime)?;
     let plugins = Arc::new(PluginHost::new(&config.plugins, Some(config.plugin_cache_dir()))?);
     let workers = WorkerPool::new("inference", config.server.workers, config.server.queue_capacity)?;
@@ -49,7 +55,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
 
     let (store, recovery) = Store::open(&config.store_dir(), &config.store).context("cannot open the store")?;
-    let parts = Parts { onnx, plugins, trusted, workers, listener, metrics };
+    let parts = Parts { onnx, plugins, trusted, workers, listener, metrics, authenticator, tls };
     let result = run(&config, &store, recovery.unclean_shutdown, parts, &systemd).await;
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "stopping after an error");
@@ -66,6 +72,8 @@ struct Parts {
     workers: WorkerPool,
     listener: tokio::net::TcpListener,
     metrics: Metrics,
+    authenticator: Arc<Authenticator>,
+    tls: Option<Arc<CertificateReloader>>,
 }
 
 async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, systemd: &Notifier) -> anyhow::Result<()> {
@@ -76,7 +84,7 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     store.audit(AuditKind::Started, json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})).await?;
     store.audit(AuditKind::ConfigLoaded, serde_json::to_value(config)?).await?;
 
-    let Parts { onnx, plugins, trusted, workers, listener, metrics } = parts;
+    let Parts { onnx, plugins, trusted, workers, listener, metrics, authenticator, tls } = parts;
     let fleet_metrics = metrics.clone();
     let mut loader = BundleLoader::new(plugins, onnx.clone(), config.server.workers);
     if let Some(keys) = trusted {
@@ -104,12 +112,22 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     let fleet = Fleet::open(&config.mqtt, &config.data_dir, store).context("cannot open the fleet's state")?;
 
     let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // A machine-readable line on stdout: scripts and tests learn the port from it.
-    println!("forecourt listening on http://{address}");
-    tracing::info!(%address, "listening");
+    println!("forecourt listening on {scheme}://{address}");
+    tracing::info!(%address, scheme, tokens = authenticator.active_count(), "listening");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut server = tokio::spawn(http::serve(listener, http::router(state), wait_for(stopped)));
+    let auth = AuthLayerState {
+        authenticator: Arc::clone(&authenticator),
+        audit: DenialAudit::new(store.clone(), config.auth.audit_denials_per_sec),
+    };
+    let tls_config = tls.as_ref().map(CertificateReloader::server_config).transpose()?;
+    let settings = config.server.connection_settings();
+    let mut server =
+        tokio::spawn(http::serve(listener, tls_config, settings, http::router(state, auth), wait_for(stopped.clone())));
+    let reload_interval = Duration::from_millis(config.auth.reload_interval_ms);
+    tokio::spawn(reload_credentials(authenticator, tls, store.clone(), reload_interval, stopped));
 
     fleet.discard_unreferenced()?;
     load_bundles(&registry, store, &[&config.bundles.dir, fleet.installed_dir()]).await?;
@@ -186,6 +204,100 @@ async fn audit_active_versions(registry: &Registry, store: &Store) -> anyhow::Re
         record_bundle_versions(&summary.name, &summary.active_version, &summary.versions, &[]);
     }
     Ok(())
+}
+
+/// The refusal to serve an open network with no token, or the token registry.
+fn open_authenticator(config: &Config) -> anyhow::Result<Authenticator> {
+    let file = TokenFile::new(config.tokens_file());
+    let loopback = config.server.listen.ip().is_loopback();
+    let anonymous_allowed = config.auth.allow_anonymous || loopback;
+    let authenticator = Authenticator::open(file, anonymous_allowed).context("cannot read the API tokens")?;
+    let path = authenticator.file().path().display();
+    if authenticator.active_count() == 0 {
+        anyhow::ensure!(
+            anonymous_allowed,
+            "refusing to serve {} with no API token: anyone on the network could use every route.\n\
+             Add one with `forecourt token add --role admin --name NAME` (it writes {path}; use the same \
+             --config or FORECOURT_* settings as `serve`), or set auth.allow_anonymous = true \
+             (FORECOURT_AUTH__ALLOW_ANONYMOUS=true) to serve without tokens",
+            config.server.listen
+        );
+        if !authenticator.required() {
+            tracing::warn!(listen = %config.server.listen, tokens_file = %path, "no API tokens: every route is open to anyone who reaches the listener; add one with `forecourt token add`");
+        }
+    }
+    metrics::gauge!(crate::telemetry::names::AUTH_TOKENS).set(authenticator.active_count() as f64);
+    Ok(authenticator)
+}
+
+/// Until `stopped`: picks up token file changes (a revocation takes effect within
+/// `interval`) and certificate changes, and on SIGHUP reloads the certificate at once.
+async fn reload_credentials(
+    authenticator: Arc<Authenticator>,
+    tls: Option<Arc<CertificateReloader>>,
+    store: Store,
+    interval: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP; certificates reload when their files change only");
+            None
+        }
+    };
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = ticks.tick() => false,
+            Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => std::future::pending().await } } => true,
+            _ = stopped.wait_for(|stopped| *stopped) => return,
+        };
+        let checked = Arc::clone(&authenticator);
+        match tokio::task::spawn_blocking(move || checked.reload_if_changed()).await {
+            Ok(Ok(changes)) if !changes.is_empty() => {
+                metrics::gauge!(crate::telemetry::names::AUTH_TOKENS).set(authenticator.active_count() as f64);
+                let added: Vec<_> = changes
+                    .added
+                    .iter()
+                    .map(|(id, name, role)| json!({"token_id": id, "name": name, "role": role}))
+                    .collect();
+                let revoked: Vec<_> =
+                    changes.revoked.iter().map(|(id, name)| json!({"token_id": id, "name": name})).collect();
+                tracing::info!(
+                    added = added.len(),
+                    revoked = revoked.len(),
+                    active = authenticator.active_count(),
+                    "API tokens changed"
+                );
+                if let Err(error) =
+                    store.audit(AuditKind::TokensChanged, json!({"added": added, "revoked": revoked})).await
+                {
+                    tracing::error!(%error, "could not audit a token change");
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the token file changed but cannot be read; the tokens loaded before stay in force")
+            }
+            Err(error) => tracing::error!(%error, "the token reload failed"),
+        }
+        let Some(tls) = &tls else { continue };
+        match tls.reload(forced) {
+            Ok(true) => {
+                tracing::info!(cert = %tls.files().cert_file.display(), "HTTPS certificate reloaded");
+                let details = json!({"cert_file": tls.files().cert_file, "trigger": if forced { "sighup" } else { "file_changed" }});
+                if let Err(error) = store.audit(AuditKind::TlsReloaded, details).await {
+                    tracing::error!(%error, "could not audit a certificate reload");
+                }
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the HTTPS certificate; the one loaded before stays in use")
+            }
+        }
+    }
 }
 
 async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {

@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::AuthConfig;
 use crate::bundle::{BundlesConfig, TrustConfig};
 use crate::fleet::MqttConfig;
 use crate::http::ServerConfig;
@@ -28,6 +29,7 @@ pub struct Config {
     /// Where the appliance keeps its state (the store, compiled plugins).
     pub data_dir: PathBuf,
     pub server: ServerConfig,
+    pub auth: AuthConfig,
     pub bundles: BundlesConfig,
     pub trust: TrustConfig,
     pub plugins: PluginConfig,
@@ -42,6 +44,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("data"),
             server: ServerConfig::default(),
+            auth: AuthConfig::default(),
             bundles: BundlesConfig::default(),
             trust: TrustConfig::default(),
             plugins: PluginConfig::default(),
@@ -56,7 +59,8 @@ impl Default for Config {
 /// Top-level keys and sections: only these environment variables are configuration
 /// (others, such as `FORECOURT_ORT_CACHE` for the fetch script, are not).
 const ENV_KEYS: &[&str] = &["data_dir"];
-const ENV_SECTIONS: &[&str] = &["server", "bundles", "trust", "plugins", "onnxruntime", "store", "logging", "mqtt"];
+const ENV_SECTIONS: &[&str] =
+    &["server", "auth", "bundles", "trust", "plugins", "onnxruntime", "store", "logging", "mqtt"];
 
 impl Config {
     /// Defaults, then `file` (which must exist when given), then the environment; validated.
@@ -84,6 +88,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.auth.validate()?;
         self.plugins.validate()?;
         self.onnxruntime.validate()?;
         self.store.validate()?;
@@ -94,6 +99,11 @@ impl Config {
     /// The store's folder inside the data folder.
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir.join("store")
+    }
+
+    /// The API token file: `auth.tokens_file`, or tokens.json in the data folder.
+    pub fn tokens_file(&self) -> PathBuf {
+        self.auth.tokens_file.clone().unwrap_or_else(|| self.data_dir.join("tokens.json"))
     }
 
     /// The compiled-plugin cache inside the data folder.

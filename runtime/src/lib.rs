@@ -6,6 +6,7 @@
 //! One module per concern; dependencies flow one way (cli -> plugin, model, workers; plugin and model share only
 //! [`tensor`]):
 //!
+//! - [`auth`]: API tokens and roles: who may call which route.
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
 //! - [`fleet`]: the MQTT fleet link: status, signed deployments with rollback and canaries,
 //!   store-and-forward telemetry; and the fleet manager's `forecourt fleet` commands.
@@ -19,6 +20,7 @@
 //! - [`cli`]: the `forecourt` command line.
 
 pub mod app;
+pub mod auth;
 pub mod bundle;
 pub mod cli;
 pub mod config;

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::auth::TokenId;
 use crate::bundle::{Bundle, InferenceError, Registry};
 use crate::model::ModelError;
 use crate::plugin::PluginError;
@@ -178,11 +179,17 @@ impl Pipeline {
 
     /// One request (JSON text) through the active version of `bundle`; `id` becomes the
     /// prediction id.
-    pub async fn predict(&self, bundle: &str, id: Uuid, request: String) -> Result<Prediction, PipelineError> {
+    pub async fn predict(
+        &self,
+        bundle: &str,
+        id: Uuid,
+        request: String,
+        owner: Option<&TokenId>,
+    ) -> Result<Prediction, PipelineError> {
         let started = Instant::now();
         let routed = self.route(bundle)?;
         let metrics = self.metrics.of(&routed);
-        let result = self.predict_on(&routed, &metrics, id, request, started).await;
+        let result = self.predict_on(&routed, &metrics, Asked { id, request, owner }, started).await;
         let seconds = started.elapsed().as_secs_f64();
         metrics.request(result.as_ref().err().map(PipelineError::code), seconds);
         routed.stats().observe(result.as_ref().is_err_and(PipelineError::is_version_fault), seconds);
@@ -193,10 +200,10 @@ impl Pipeline {
         &self,
         bundle: &Arc<Bundle>,
         metrics: &BundleMetrics,
-        id: Uuid,
-        request: String,
+        asked: Asked<'_>,
         started: Instant,
     ) -> Result<Prediction, PipelineError> {
+        let Asked { id, request, owner } = asked;
         let job_bundle = Arc::clone(bundle);
         let store_inputs = self.store_inputs;
         let (inference, input_sha256, input): Worked = self
@@ -209,7 +216,8 @@ impl Pipeline {
         observe_inference(metrics, &inference, true);
         metrics::histogram!(names::BATCH_SIZE).record(1.0);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        let record = prediction_record(bundle, id, input_sha256, input, &inference.response, latency_ms);
+        let mut record = prediction_record(bundle, id, input_sha256, input, &inference.response, latency_ms);
+        record.token_id = owner.map(ToString::to_string);
         self.store.record(record).await?;
         Ok(Prediction {
             id,
@@ -222,7 +230,12 @@ impl Pipeline {
 
     /// A batch of instances (each a JSON value) in one model run; each instance's failure
     /// is reported in its place without failing the others.
-    pub async fn predict_batch(&self, bundle: &str, instances: Vec<Value>) -> Result<BatchPrediction, PipelineError> {
+    pub async fn predict_batch(
+        &self,
+        bundle: &str,
+        instances: Vec<Value>,
+        owner: Option<&TokenId>,
+    ) -> Result<BatchPrediction, PipelineError> {
         let started = Instant::now();
         if instances.len() > self.max_batch {
             return Err(PipelineError::BatchTooLarge { size: instances.len(), max: self.max_batch });
@@ -258,7 +271,9 @@ impl Pipeline {
                 observe_inference(&metrics, &inference, false);
                 shared_run.get_or_insert(inference.inference_time);
                 let id = Uuid::now_v7();
-                records.push(prediction_record(&active, id, digest, input, &inference.response, latency_ms));
+                let mut record = prediction_record(&active, id, digest, input, &inference.response, latency_ms);
+                record.token_id = owner.map(ToString::to_string);
+                records.push(record);
                 Ok(Prediction {
                     id,
                     bundle: active.name().to_owned(),
@@ -290,6 +305,7 @@ impl Pipeline {
         version: Option<&Version>,
         id: Uuid,
         inputs: Vec<Tensor>,
+        owner: Option<&TokenId>,
     ) -> Result<RawInference, PipelineError> {
         let started = Instant::now();
         let target = match version {
@@ -320,7 +336,9 @@ impl Pipeline {
         };
         let response = crate::bundle::default_response(&outputs);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        self.store.record(prediction_record(&target, id, input_sha256, input, &response, latency_ms)).await?;
+        let mut record = prediction_record(&target, id, input_sha256, input, &response, latency_ms);
+        record.token_id = owner.map(ToString::to_string);
+        self.store.record(record).await?;
         metrics.request(None, started.elapsed().as_secs_f64());
         Ok(RawInference { id, bundle: target, outputs })
     }
@@ -370,7 +388,15 @@ fn prediction_record(
         input,
         outputs: Value::Object(outputs.clone()),
         latency_ms,
+        token_id: None,
     }
+}
+
+/// One request as the client asked it: its id, its JSON and the token that sent it.
+struct Asked<'a> {
+    id: Uuid,
+    request: String,
+    owner: Option<&'a TokenId>,
 }
 
 /// Plugin and model times, the prediction count and the predicted value (row 0 of each

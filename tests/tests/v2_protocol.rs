@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use forecourt_testkit::{
-    Golden, Reply, Server, all_bundles, assert_close, ensure_pip, example_plugin, forecourt_binary, golden, repo_root,
+    Golden, Reply, Server, all_bundles, assert_close, example_plugin, forecourt_binary, golden, triton_infer,
 };
 use serde_json::{Value, json};
 
@@ -223,7 +223,6 @@ fn a_malformed_infer_request_is_400() {
 
 #[test]
 fn tritons_python_client_infers_the_golden_prices_like_v1() {
-    ensure_pip("tritonclient[http]", "tritonclient.http");
     let server = Server::start(&all_bundles());
     let row = golden_car_with_forecast();
     let tensors = preprocess("car_price", &row.request);
@@ -232,19 +231,7 @@ fn tritons_python_client_infers_the_golden_prices_like_v1() {
         tensor["data"]["values"].as_array().unwrap().chunks(width).map(|row| json!(row)).collect::<Vec<_>>()
     };
     let argument = json!({"features": as_rows(&tensors[0]), "years_ahead": as_rows(&tensors[1])});
-    let output = Command::new("python3")
-        .arg(repo_root().join("tests/triton_infer.py"))
-        .arg(server.host_port())
-        .arg(argument.to_string())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "triton_infer.py failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let result = triton_infer(server.host_port(), &argument, None, None);
     assert_eq!((&result["live"], &result["ready"]), (&json!(true), &json!(true)), "{result}");
     assert_eq!(result["metadata"]["name"], "car-price");
     assert_eq!(result["metadata"]["platform"], "onnxruntime_onnx");

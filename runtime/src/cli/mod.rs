@@ -5,11 +5,13 @@
 
 pub mod fleet;
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::auth::{Role, TokenFile};
 use crate::bundle::signature::{self, PrivateKey};
 use crate::bundle::{Manifest, archive, build};
 use crate::config::Config;
@@ -49,6 +51,10 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// API tokens: add (printed once), list, revoke. The appliance picks changes up while
+    /// running.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Manage a fleet of appliances over MQTT: push bundles, roll back, watch statuses.
     #[command(subcommand)]
     Fleet(Box<fleet::FleetCommand>),
@@ -122,6 +128,54 @@ pub enum PluginCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it on stdout (once: only its digest is kept).
+    Add {
+        /// What the token may do: kiosk (predict, read its own predictions), viewer (read
+        /// predictions, bundles, audit, detailed health), admin (everything), metrics (/metrics).
+        #[arg(long)]
+        role: Role,
+        /// Who or what holds it, e.g. front-desk (letters, digits, `.`, `_`, `-`).
+        #[arg(long)]
+        name: String,
+        /// Requests per second it may make (a token bucket); default: no limit.
+        #[arg(long)]
+        rate: Option<NonZeroU32>,
+        /// Requests it may make at once within its rate; default: one second's worth.
+        #[arg(long, requires = "rate")]
+        burst: Option<NonZeroU32>,
+        /// Also write the token to this file (mode 0600), e.g. for a first-boot admin token.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List the tokens (ids, names, roles, rates; never secrets).
+    List {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Revoke a token by id or name; a running appliance refuses it within auth.reload_interval_ms.
+    Revoke {
+        /// The token's id (16 hex digits) or its name.
+        token: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// The configuration `serve` uses, to find the token file.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// forecourt.toml, as given to `serve` (FORECOURT_* variables apply too).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Verify the audit chain of a stopped appliance's data folder; exits 1 if it is broken.
     Verify {
@@ -168,6 +222,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(report.ok, "the audit chain is broken");
             Ok(())
         }
+        Command::Token(command) => {
+            init_quiet_logging();
+            token_command(command)
+        }
         Command::Fleet(command) => {
             let command = *command;
             init_quiet_logging();
@@ -207,6 +265,77 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn token_command(command: TokenCommand) -> anyhow::Result<()> {
+    let file_of = |arg: &ConfigArg| -> anyhow::Result<TokenFile> {
+        Ok(TokenFile::new(Config::load(arg.config.as_deref())?.tokens_file()))
+    };
+    match command {
+        TokenCommand::Add { role, name, rate, burst, out, config } => {
+            let file = file_of(&config)?;
+            let (entry, issued) = file.add(&name, role, rate, burst)?;
+            if let Some(out) = out {
+                write_secret_file(&out, &issued.token).with_context(|| {
+                    format!("the token {} was added but cannot be written to {}", entry.id, out.display())
+                })?;
+                eprintln!("token written to {}", out.display());
+            }
+            eprintln!(
+                "token {} ({}, role {}) added to {}; it is shown once, here:",
+                entry.id,
+                entry.name,
+                entry.role,
+                file.path().display()
+            );
+            println!("{}", issued.token);
+        }
+        TokenCommand::List { json, config } => {
+            let tokens = file_of(&config)?.read()?;
+            if json {
+                let listed: Vec<_> = tokens
+                    .iter()
+                    .map(|token| {
+                        serde_json::json!({"id": token.id, "name": token.name, "role": token.role, "created": token.created,
+                            "rate_per_sec": token.rate_per_sec, "burst": token.burst, "revoked": token.revoked})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+            } else {
+                let mut table = comfy_table::Table::new();
+                table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+                table.set_header(["id", "name", "role", "rate/s", "burst", "created", "revoked"]);
+                for token in &tokens {
+                    let number = |value: Option<NonZeroU32>| value.map_or("-".to_owned(), |value| value.to_string());
+                    table.add_row([
+                        token.id.to_string(),
+                        token.name.clone(),
+                        token.role.to_string(),
+                        number(token.rate_per_sec),
+                        number(token.burst.or(token.rate_per_sec)),
+                        token.created.clone(),
+                        token.revoked.clone().unwrap_or_else(|| "-".to_owned()),
+                    ]);
+                }
+                println!("{table}");
+            }
+        }
+        TokenCommand::Revoke { token, config } => {
+            let file = file_of(&config)?;
+            let revoked = file.revoke(&token)?;
+            println!("revoked {} ({}, role {})", revoked.id, revoked.name, revoked.role);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `secret` to a new file only its owner can read; never over an existing file.
+fn write_secret_file(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(format!("{secret}\n").as_bytes())?;
+    file.sync_all()
 }
 
 fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {

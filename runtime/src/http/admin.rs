@@ -1,13 +1,15 @@
 //! Health, metrics, bundles, stored predictions and the audit trail.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
+use crate::auth::Permission;
 use crate::bundle::BundleSummary;
 use crate::store::{AuditRecord, AuditReport, PredictionRecord, StoreStats};
 use crate::telemetry::SystemFigures;
@@ -148,13 +150,20 @@ pub async fn bundles(State(state): State<AppState>) -> Json<BundleList> {
 pub async fn prediction(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
 ) -> Result<Json<PredictionRecord>, ApiError> {
     let id = uuid::Uuid::parse_str(&id).map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", format!("{id:?} is not a prediction id"))
             .with_field("id")
     })?;
     let record = state.pipeline.store().prediction(id).map_err(internal)?;
-    record.map(Json).ok_or_else(|| ApiError::not_found(format!("no prediction {id}")))
+    // A kiosk reads back only what it asked for itself; to it, another's prediction is as
+    // absent as one never made.
+    let readable = |record: &PredictionRecord| match caller.principal() {
+        Some(principal) if principal.may(Permission::ReadPredictions) => true,
+        _ => caller.token_id().is_some_and(|token| record.token_id.as_deref() == Some(token.as_str())),
+    };
+    record.filter(readable).map(Json).ok_or_else(|| ApiError::not_found(format!("no prediction {id}")))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::tls::TlsFiles;
 use crate::config::{ConfigError, check_range};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,18 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// How long shutdown waits for in-flight requests, in seconds.
     pub shutdown_grace_secs: u64,
+    /// A request not answered within this many seconds gets 503 `timeout`.
+    pub request_timeout_secs: u64,
+    /// Requests handled at once; beyond, 429 `overloaded` with Retry-After at once.
+    pub max_concurrent_requests: usize,
+    /// A client must send a request's headers within this many seconds (slow clients hold
+    /// connections otherwise).
+    pub header_read_timeout_secs: u64,
+    /// A TLS handshake must finish within this many seconds.
+    pub tls_handshake_timeout_secs: u64,
+    /// Serve HTTPS with these files (reloaded on SIGHUP or when they change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -32,17 +45,36 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
             shutdown_grace_secs: 30,
+            request_timeout_secs: 30,
+            max_concurrent_requests: 4096,
+            header_read_timeout_secs: 10,
+            tls_handshake_timeout_secs: 10,
+            tls: None,
         }
     }
 }
 
 impl ServerConfig {
+    pub fn connection_settings(&self) -> super::ConnectionSettings {
+        super::ConnectionSettings {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            handshake_timeout: std::time::Duration::from_secs(self.tls_handshake_timeout_secs),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_range("server.workers", self.workers, 1, 1024)?;
         check_range("server.queue_capacity", self.queue_capacity, 1, 1_000_000)?;
         check_range("server.max_body_bytes", self.max_body_bytes, 1024, 1 << 30)?;
         check_range("server.max_batch", self.max_batch, 1, 100_000)?;
         check_range("server.shutdown_grace_secs", self.shutdown_grace_secs, 0, 3600)?;
+        check_range("server.request_timeout_secs", self.request_timeout_secs, 1, 3600)?;
+        check_range("server.max_concurrent_requests", self.max_concurrent_requests, 1, 1_000_000)?;
+        check_range("server.header_read_timeout_secs", self.header_read_timeout_secs, 1, 3600)?;
+        check_range("server.tls_handshake_timeout_secs", self.tls_handshake_timeout_secs, 1, 3600)?;
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         Ok(())
     }
 }

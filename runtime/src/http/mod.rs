@@ -6,23 +6,35 @@
 //! must not hold business logic: what a prediction is belongs to the pipeline.
 
 mod admin;
+mod auth;
 mod config;
 mod error;
 mod extract;
+mod limits;
 mod openapi;
 mod predict;
 mod request_context;
+mod server;
+mod tls;
 mod v2;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::error_handling::HandleErrorLayer;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{MethodRouter, get, post};
+use tower::ServiceBuilder;
 
+pub use auth::{AuthLayerState, Caller, DenialAudit};
 pub use config::ServerConfig;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use request_context::REQUEST_ID_HEADER;
+pub use server::{ConnectionSettings, serve};
+pub use tls::{CertificateReloader, TlsError, TlsFiles};
+
+use crate::auth::Permission;
 
 use crate::model::OnnxRuntime;
 use crate::pipeline::Pipeline;
@@ -81,39 +93,67 @@ fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
     if state.readiness.is_ready() { Ok(()) } else { Err(ApiError::not_ready()) }
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/predict/{bundle}", post(predict::predict))
-        .route("/predict/{bundle}/batch", post(predict::predict_batch))
-        .route("/bundles", get(admin::bundles))
-        .route("/predictions/{id}", get(admin::prediction))
-        .route("/audit", get(admin::audit))
-        .route("/audit/verify", get(admin::audit_verify));
-    let v2 = Router::new()
-        .route("/health/live", get(v2::live))
-        .route("/health/ready", get(v2::ready))
-        .route("/models/{model}", get(v2::model_metadata))
-        .route("/models/{model}/ready", get(v2::model_ready))
-        .route("/models/{model}/infer", post(v2::infer))
-        .route("/models/{model}/versions/{version}", get(v2::model_version_metadata))
-        .route("/models/{model}/versions/{version}/ready", get(v2::model_version_ready))
-        .route("/models/{model}/versions/{version}/infer", post(v2::infer_version));
-    Router::new()
-        .route("/health", get(admin::health))
-        .route("/health/detailed", get(admin::health_detailed))
-        .route("/metrics", get(admin::metrics))
-        .route("/openapi.json", get(openapi::document))
-        .route("/v2", get(v2::server_metadata))
-        .nest("/v1", v1)
-        .nest("/v2", v2)
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        // Outermost, so that every response, errors included, carries the request id and
-        // every log line of the request is inside its span. Body limits and JSON checks
-        // are done by the extractors, which produce our error bodies.
-        .layer(axum::middleware::from_fn(request_context::request_context))
+/// Every route and the permission it needs: the one table both the router and the
+/// OpenAPI document's security requirements are built from.
+fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
+    use Permission as P;
+    vec![
+        ("/health", P::Open, get(admin::health)),
+        ("/health/detailed", P::Inspect, get(admin::health_detailed)),
+        ("/metrics", P::Metrics, get(admin::metrics)),
+        ("/openapi.json", P::Describe, get(openapi::document)),
+        ("/v1/predict/{bundle}", P::Predict, post(predict::predict)),
+        ("/v1/predict/{bundle}/batch", P::Predict, post(predict::predict_batch)),
+        ("/v1/bundles", P::Describe, get(admin::bundles)),
+        ("/v1/predictions/{id}", P::ReadOwnPrediction, get(admin::prediction)),
+        ("/v1/audit", P::Inspect, get(admin::audit)),
+        ("/v1/audit/verify", P::Inspect, get(admin::audit_verify)),
+        ("/v2", P::Describe, get(v2::server_metadata)),
+        ("/v2/health/live", P::Open, get(v2::live)),
+        ("/v2/health/ready", P::Open, get(v2::ready)),
+        ("/v2/models/{model}", P::Describe, get(v2::model_metadata)),
+        ("/v2/models/{model}/ready", P::Describe, get(v2::model_ready)),
+        ("/v2/models/{model}/infer", P::Predict, post(v2::infer)),
+        ("/v2/models/{model}/versions/{version}", P::Describe, get(v2::model_version_metadata)),
+        ("/v2/models/{model}/versions/{version}/ready", P::Describe, get(v2::model_version_ready)),
+        ("/v2/models/{model}/versions/{version}/infer", P::Predict, post(v2::infer_version)),
+    ]
+}
+
+/// The permission a route (as written in [`routes`]) needs.
+pub(crate) fn permission_of(path: &str) -> Option<Permission> {
+    routes().into_iter().find(|(route, ..)| *route == path).map(|(_, permission, _)| permission)
+}
+
+/// The whole API with its middleware.
+pub fn router(state: AppState, auth: AuthLayerState) -> Router {
+    let server = Arc::clone(&state.config);
+    let mut router = Router::new();
+    for (path, permission, method_router) in routes() {
+        router = router.route(path, method_router.route_layer(from_fn_with_state(permission, auth::authorize)));
+    }
+    let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state);
+    // The stack around every route, outermost first, and why each layer sits where it does:
+    // 1. request context: the request id and span, so every response, refusals included,
+    //    carries `x-request-id` and every log line of the request is inside its span;
+    // 2. authenticate: who is calling, before anything spends work on the request. It never
+    //    refuses by itself: open routes take any caller, and each route authorizes (its
+    //    `route_layer`), since only the route knows what it needs;
+    // 3. per-token rate limit: a token over its rate is refused before it takes a slot;
+    // 4. load shedding over a concurrency limit: beyond `server.max_concurrent_requests`
+    //    a request is refused at once (429, Retry-After) instead of queueing without bound;
+    //    HandleError turns the refusal (and the timeout's) into the API's error body;
+    // 5. timeout: inside the limit, so a request that runs out of time gives its slot back.
+    // Body size and JSON checks are the extractors' (they produce the API's error bodies).
+    let stack = ServiceBuilder::new()
+        .layer(from_fn(request_context::request_context))
+        .layer(from_fn_with_state(auth, auth::authenticate))
+        .layer(from_fn(auth::rate_limit))
+        .layer(HandleErrorLayer::new(limits::limit_error))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests))
+        .timeout(std::time::Duration::from_secs(server.request_timeout_secs));
+    router.layer(stack)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -126,14 +166,4 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

@@ -1,10 +1,11 @@
 //! `POST /v1/predict/{bundle}` and `POST /v1/predict/{bundle}/batch`.
 
-use axum::Json;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::auth::Caller;
 use super::error::{ApiError, ErrorDetail};
 use super::extract::{JsonBody, JsonText};
 use super::request_context::request_id;
@@ -73,10 +74,12 @@ pub struct BatchItem {
 pub async fn predict(
     State(state): State<AppState>,
     Path(bundle): Path<String>,
+    Extension(caller): Extension<Caller>,
     JsonText(request): JsonText,
 ) -> Result<Json<PredictResponse>, ApiError> {
     ensure_ready(&state)?;
-    let prediction = state.pipeline.predict(&bundle, request_id(), request).await?;
+    let owner = caller.token_id();
+    let prediction = state.pipeline.predict(&bundle, request_id(), request, owner).await?;
     Ok(Json(PredictResponse {
         prediction_id: prediction.id.to_string(),
         bundle: prediction.bundle,
@@ -103,6 +106,7 @@ pub async fn predict(
 pub async fn predict_batch(
     State(state): State<AppState>,
     Path(bundle): Path<String>,
+    Extension(caller): Extension<Caller>,
     JsonBody(batch): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     ensure_ready(&state)?;
@@ -114,7 +118,7 @@ pub async fn predict_batch(
         )
         .with_field("instances"));
     }
-    let answer = state.pipeline.predict_batch(&bundle, batch.instances).await?;
+    let answer = state.pipeline.predict_batch(&bundle, batch.instances, caller.token_id()).await?;
     let predictions: Vec<BatchItem> = answer
         .results
         .into_iter()

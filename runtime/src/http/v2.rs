@@ -2,15 +2,16 @@
 //! api-shapes.md section 1: raw tensors straight to a bundle's model, no plugin. Errors
 //! here have the protocol's own shape, `{"error": "<message>"}`.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
+use super::auth::Caller;
 use super::extract::ProtocolJson;
 use super::request_context::request_id;
 use crate::bundle::Bundle;
@@ -228,24 +229,27 @@ pub struct InferOutput {
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Extension(caller): Extension<Caller>,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<Json<InferResponse>, V2Error> {
-    infer_on(state, name, None, body).await
+    infer_on(state, name, None, caller, body).await
 }
 
 #[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), request_body(content = Object), responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object), (status = 503, body = Object)))]
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<Json<InferResponse>, V2Error> {
-    infer_on(state, name, Some(version), body).await
+    infer_on(state, name, Some(version), caller, body).await
 }
 
 async fn infer_on(
     state: AppState,
     name: String,
     version: Option<String>,
+    caller: Caller,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<Json<InferResponse>, V2Error> {
     ensure_ready(&state)?;
@@ -263,7 +267,7 @@ async fn infer_on(
         None => None,
     };
     let inputs = request.inputs.into_iter().map(input_tensor).collect::<Result<Vec<_>, _>>()?;
-    let answer = state.pipeline.infer_tensors(&name, version.as_ref(), request_id(), inputs).await?;
+    let answer = state.pipeline.infer_tensors(&name, version.as_ref(), request_id(), inputs, caller.token_id()).await?;
     let outputs = select_outputs(answer.outputs, request.outputs)?;
     Ok(Json(InferResponse {
         model_name: answer.bundle.name().to_owned(),

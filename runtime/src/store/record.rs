@@ -21,6 +21,9 @@ pub struct PredictionRecord {
     pub input: Option<serde_json::Value>,
     pub outputs: serde_json::Value,
     pub latency_ms: f64,
+    /// The id of the API token that asked for it (never the token); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
 }
 
 /// What an audit event records.
@@ -38,6 +41,12 @@ pub enum AuditKind {
     DeploymentFinished,
     Shutdown,
     CrashRecovery,
+    /// A request refused for want of a valid token (401) or of the role (403).
+    AccessDenied,
+    /// Tokens added or revoked (the appliance noticed the token file change).
+    TokensChanged,
+    /// The HTTPS certificate was loaded again.
+    TlsReloaded,
 }
 
 impl AuditKind {
@@ -55,6 +64,9 @@ impl AuditKind {
             Self::DeploymentFinished => "deployment_finished",
             Self::Shutdown => "shutdown",
             Self::CrashRecovery => "crash_recovery",
+            Self::AccessDenied => "access_denied",
+            Self::TokensChanged => "tokens_changed",
+            Self::TlsReloaded => "tls_reloaded",
         }
     }
 }

@@ -52,7 +52,30 @@ pub mod names {
     pub const FLEET_PUBLISHED: &str = "forecourt_fleet_published_total";
     /// Deployment requests finished, by `action` and `outcome` (the final step).
     pub const FLEET_DEPLOYMENTS: &str = "forecourt_fleet_deployments_total";
+    /// HTTP requests refused by authentication, authorization or a token's rate, by `reason`
+    /// (missing_token, malformed_token, unknown_token, revoked_token, wrong_secret, forbidden,
+    /// rate_limited).
+    pub const AUTH_DENIALS: &str = "forecourt_http_denied_total";
+    /// Denials not written to the audit trail because more came than `auth.audit_denials_per_sec`.
+    pub const AUTH_DENIALS_NOT_AUDITED: &str = "forecourt_http_denials_not_audited_total";
+    /// API tokens the appliance accepts now.
+    pub const AUTH_TOKENS: &str = "forecourt_auth_tokens";
+    /// HTTP requests refused because `server.max_concurrent_requests` were in flight.
+    pub const HTTP_SHED: &str = "forecourt_http_shed_total";
+    /// HTTP requests that ran out of `server.request_timeout_secs`.
+    pub const HTTP_TIMEOUTS: &str = "forecourt_http_timeouts_total";
 }
+
+/// The reasons [`names::AUTH_DENIALS`] counts, registered at zero from the start.
+pub const DENIAL_REASONS: &[&str] = &[
+    "missing_token",
+    "malformed_token",
+    "unknown_token",
+    "revoked_token",
+    "wrong_secret",
+    "forbidden",
+    "rate_limited",
+];
 
 /// The process's metrics recorder: renders everything recorded so far as Prometheus text.
 #[derive(Clone)]
@@ -144,6 +167,18 @@ fn describe() {
     describe_counter!(names::FLEET_OUTBOX_DROPPED, "Metrics snapshots dropped from the full outbox");
     describe_counter!(names::FLEET_PUBLISHED, "Messages the broker acknowledged, by kind");
     describe_counter!(names::FLEET_DEPLOYMENTS, "Deployment requests finished, by action and outcome");
+    describe_counter!(names::AUTH_DENIALS, "HTTP requests refused for want of a valid token, a role or rate");
+    describe_counter!(names::AUTH_DENIALS_NOT_AUDITED, "Denied requests beyond the audit trail's rate");
+    describe_gauge!(names::AUTH_TOKENS, "API tokens accepted now");
+    describe_counter!(names::HTTP_SHED, "HTTP requests refused at the concurrency limit");
+    describe_counter!(names::HTTP_TIMEOUTS, "HTTP requests that ran out of time");
+    // Present from the start, so a rate over them is defined before the first refusal.
+    for reason in DENIAL_REASONS {
+        metrics::counter!(names::AUTH_DENIALS, "reason" => *reason).absolute(0);
+    }
+    metrics::counter!(names::AUTH_DENIALS_NOT_AUDITED).absolute(0);
+    metrics::counter!(names::HTTP_SHED).absolute(0);
+    metrics::counter!(names::HTTP_TIMEOUTS).absolute(0);
 }
 
 /// One bundle version's metric handles, registered once: recording through a handle

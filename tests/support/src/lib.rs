@@ -9,6 +9,8 @@ mod bundles;
 mod fleet;
 mod mqtt;
 mod server;
+mod tls;
+mod tokens;
 mod tools;
 
 pub use bundles::{
@@ -18,7 +20,9 @@ pub use bundles::{
 pub use fleet::{FleetKit, Packaging, SHIPPED, forecourt, succeed};
 pub use mqtt::{Broker, Message, Subscription};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
-pub use tools::{ensure_apt, ensure_pip};
+pub use tls::{TestCertificates, certificate_serial, served_certificate_serial};
+pub use tokens::{add_token, token_command};
+pub use tools::{ensure_apt, ensure_pip, triton_infer};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -150,4 +154,10 @@ pub fn assert_close(actual: f64, expected: f64, tolerance: f64, what: &str) {
         (actual - expected).abs() <= tolerance * expected.abs().max(f64::MIN_POSITIVE),
         "{what}: expected {expected} (relative tolerance {tolerance}), got {actual}"
     );
+}
+
+/// A valid car-price request (the README's first example car).
+pub fn car() -> serde_json::Value {
+    serde_json::json!({"make": "saab", "body": "sedan", "mileage": 42000, "cylinders": 4, "doors": 4,
+                       "cruise": true, "sound": false, "leather": true})
 }

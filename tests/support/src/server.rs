@@ -52,13 +52,30 @@ impl Reply {
 pub struct Client {
     agent: ureq::Agent,
     base: String,
+    /// Sent as `Authorization: Bearer <token>` on every request.
+    token: Option<String>,
 }
 
 impl Client {
     pub fn new(base: impl Into<String>) -> Self {
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(HTTP_TIMEOUT)).build().into();
-        Self { agent, base: base.into() }
+        Self::with_ca(base, None)
+    }
+
+    /// A client that trusts only the CA certificate (PEM) in `ca` for `https://` addresses.
+    pub fn with_ca(base: impl Into<String>, ca: Option<&Path>) -> Self {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(HTTP_TIMEOUT));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).expect("the CA certificate is readable");
+            let certificate = ureq::tls::Certificate::from_pem(&pem).expect("a PEM certificate").to_owned();
+            let roots = ureq::tls::RootCerts::Specific(Arc::new(vec![certificate]));
+            config = config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+        }
+        Self { agent: config.build().into(), base: base.into(), token: None }
+    }
+
+    /// The same client, sending `token` as its bearer token (`None`: no Authorization header).
+    pub fn as_token(&self, token: Option<&str>) -> Client {
+        Client { token: token.map(str::to_owned), ..self.clone() }
     }
 
     /// `http://127.0.0.1:PORT` followed by `path`.
@@ -68,7 +85,7 @@ impl Client {
 
     /// `127.0.0.1:PORT`.
     pub fn host_port(&self) -> &str {
-        self.base.trim_start_matches("http://")
+        self.base.trim_start_matches("http://").trim_start_matches("https://")
     }
 
     pub fn get(&self, path: &str) -> Reply {
@@ -108,6 +125,9 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<Reply, ureq::Error> {
         let mut builder = ureq::http::Request::builder().method(method).uri(self.url(path));
+        if let Some(token) = &self.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
         if let Some(content_type) = content_type {
             builder = builder.header("content-type", content_type);
         }
@@ -131,9 +151,18 @@ pub struct ServerBuilder {
     env: Vec<(String, Option<String>)>,
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
+    /// The CA the client trusts when the server serves HTTPS.
+    ca: Option<PathBuf>,
 }
 
 impl ServerBuilder {
+    /// Serves HTTPS with these certificates; the server's client trusts their CA.
+    pub fn tls(mut self, certificates: &crate::TestCertificates) -> Self {
+        self.ca = Some(certificates.ca.clone());
+        self.env("FORECOURT_SERVER__TLS__CERT_FILE", certificates.cert.display().to_string())
+            .env("FORECOURT_SERVER__TLS__KEY_FILE", certificates.key.display().to_string())
+    }
+
     /// Sets an environment variable of the server, e.g. `("FORECOURT_SERVER__MAX_BATCH", "3")`.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_owned(), Some(value.into())));
@@ -282,7 +311,7 @@ impl Server {
     }
 
     pub fn builder(bundles: &Path) -> ServerBuilder {
-        ServerBuilder { bundles: bundles.to_owned(), env: Vec::new(), data_dir: None, config: None }
+        ServerBuilder { bundles: bundles.to_owned(), env: Vec::new(), data_dir: None, config: None, ca: None }
     }
 
     /// A client for this server (for threads); it keeps the address of the current run.
@@ -375,12 +404,15 @@ impl Server {
                 panic!("forecourt printed no address ({outcome:?}); its stderr follows");
             }
         };
-        let base = line
-            .trim_end()
-            .strip_prefix("forecourt listening on ")
-            .filter(|url| url.strip_prefix("http://127.0.0.1:").and_then(|port| port.parse::<u16>().ok()).is_some())
+        let url = line.trim_end().strip_prefix("forecourt listening on ").unwrap_or_default();
+        let (scheme, address) = url.split_once("://").unwrap_or_default();
+        // Every address of the machine includes loopback: a server on 0.0.0.0 is reached there.
+        let port = address.strip_prefix("127.0.0.1:").or_else(|| address.strip_prefix("0.0.0.0:"));
+        let port = port
+            .and_then(|port| port.parse::<u16>().ok())
+            .filter(|_| matches!(scheme, "http" | "https"))
             .unwrap_or_else(|| panic!("unexpected first stdout line {line:?}"));
-        self.client = Client::new(base);
+        self.client = Client::with_ca(format!("{scheme}://127.0.0.1:{port}"), self.spec.ca.as_deref());
         self.wait_ready();
     }
 

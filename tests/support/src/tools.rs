@@ -90,3 +90,26 @@ fn apt(args: &[&str]) -> Output {
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
+
+/// Runs `tests/triton_infer.py` (Triton's own HTTP client) against `host_port` with the
+/// tensors in `argument` ({"features": [[..17..]], "years_ahead": [[..]]}), as a bearer
+/// `token` and over HTTPS trusting `ca` when given; its JSON report.
+pub fn triton_infer(
+    host_port: &str,
+    argument: &serde_json::Value,
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> serde_json::Value {
+    ensure_pip("tritonclient[http]", "tritonclient.http");
+    let mut command = Command::new("python3");
+    command.arg(crate::repo_root().join("tests/triton_infer.py")).arg(host_port).arg(argument.to_string());
+    if let Some(token) = token {
+        command.args(["--token", token]);
+    }
+    if let Some(ca) = ca {
+        command.arg("--ca").arg(ca);
+    }
+    let output = command.stdin(Stdio::null()).output().expect("python3 runs");
+    assert!(output.status.success(), "triton_infer.py failed:\n{}", text(&output));
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}

@@ -1,0 +1,35 @@
+//! What the load-shedding, concurrency and timeout layers answer: tower reports an
+//! overloaded or timed-out request as an error, and every error here becomes the API's
+//! own body.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::telemetry::names;
+
+/// `HandleErrorLayer`'s handler for the limit layers below it.
+pub async fn limit_error(error: tower::BoxError) -> Response {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        metrics::counter!(names::HTTP_SHED).increment(1);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "the appliance is answering as many requests as it can; retry shortly",
+        )
+        .into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    if error.is::<tower::timeout::error::Elapsed>() {
+        metrics::counter!(names::HTTP_TIMEOUTS).increment(1);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than server.request_timeout_secs",
+        )
+        .into_response();
+    }
+    tracing::error!(%error, "unexpected error from a middleware layer");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred").into_response()
+}
