@@ -201,10 +201,34 @@ mod hostile_plugins {
         }
     }
 
+    /// What a detailed probe saw, aimed at `arg`.
+    fn probe(plugin: &Plugin, name: &str, arg: &str) -> Vec<f64> {
+        let request = json!({"attack": name, "arg": arg}).to_string();
+        match plugin.preprocess(&request).unwrap().remove(0).data {
+            TensorData::Float32(values) => values.into_iter().map(f64::from).collect(),
+            TensorData::Float64(values) => values,
+            TensorData::Int64(values) => values.into_iter().map(|value| value as f64).collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     /// The plugin still serves after whatever happened before.
     fn assert_healthy(plugin: &Plugin) {
         assert_eq!(observed(plugin, "none"), 1.0);
     }
+
+    /// The request makes the plugin trap with exactly `expected`; the plugin serves afterwards.
+    fn assert_trap(plugin: &Plugin, request: &str, expected: &str) {
+        match plugin.preprocess(request) {
+            Err(PluginError::Trap { message }) => assert_eq!(message, expected, "{request}"),
+            other => panic!("expected a trap from {request}, got {other:?}"),
+        }
+        assert_healthy(plugin);
+    }
+
+    /// WASI's errno values (wasi-libc), as a guest's `raw_os_error` reports them.
+    const WASI_EACCES: f64 = 2.0;
+    const WASI_ENOENT: f64 = 44.0;
 
     #[test]
     fn an_infinite_loop_stops_at_the_cpu_limit() {
@@ -251,12 +275,26 @@ mod hostile_plugins {
     }
 
     #[test]
-    fn aborts_and_stack_overflows_are_clean_errors() {
+    fn an_abort_is_a_clean_error() {
+        let expected = wasmtime::Trap::UnreachableCodeReached.to_string();
+        assert_trap(&hostile(), r#"{"attack": "abort"}"#, &expected);
+    }
+
+    #[test]
+    fn unbounded_recursion_stops_at_the_stack_limit() {
         let plugin = hostile();
-        for name in ["abort", "stack"] {
-            assert!(matches!(attack(&plugin, name), Err(PluginError::Trap { .. })), "{name}");
-            assert_healthy(&plugin);
-        }
+        assert!(
+            matches!(attack(&plugin, "recurse"), Err(PluginError::StackOverflow { limit_bytes }) if limit_bytes == 512 << 10)
+        );
+        assert_healthy(&plugin);
+    }
+
+    #[test]
+    fn recursion_through_the_guest_s_own_stack_in_memory_is_contained() {
+        // Frames holding arrays live on the shadow stack in linear memory, below the data:
+        // running out of it is an out-of-bounds access, not the engine's stack limit.
+        let expected = wasmtime::Trap::MemoryOutOfBounds.to_string();
+        assert_trap(&hostile(), r#"{"attack": "stack"}"#, &expected);
     }
 
     #[test]
@@ -266,6 +304,22 @@ mod hostile_plugins {
             Err(PluginError::OutputTooLarge { bytes, limit_bytes }) => {
                 assert_eq!(limit_bytes, 1 << 20);
                 assert!(bytes > 16 << 20, "{bytes}");
+            }
+            other => panic!("expected OutputTooLarge, got {other:?}"),
+        }
+        assert_healthy(&plugin);
+    }
+
+    #[test]
+    fn an_oversized_response_is_refused() {
+        let plugin = hostile();
+        let request = r#"{"attack": "oversized-response"}"#;
+        let mut instance = plugin.instantiate().unwrap();
+        let outputs = instance.preprocess(request).unwrap();
+        match instance.postprocess(request, &outputs) {
+            Err(PluginError::OutputTooLarge { bytes, limit_bytes }) => {
+                assert_eq!(limit_bytes, 1 << 20);
+                assert!(bytes > 4 << 20, "{bytes}");
             }
             other => panic!("expected OutputTooLarge, got {other:?}"),
         }
@@ -296,6 +350,89 @@ mod hostile_plugins {
         let plugin = hostile();
         assert_eq!(observed(&plugin, "count-calls"), 1.0);
         assert_eq!(observed(&plugin, "count-calls"), 1.0);
+    }
+
+    #[test]
+    fn a_file_the_host_can_read_is_out_of_reach() {
+        let dir = temp_dir();
+        let secret = dir.path().join("secret.txt");
+        std::fs::write(&secret, "the host can read this").unwrap();
+        assert_eq!(std::fs::read_to_string(&secret).unwrap(), "the host can read this");
+
+        let plugin = hostile();
+        // No directory is preopened, so no path resolves: ENOENT, not a permission error.
+        assert_eq!(probe(&plugin, "read-file", secret.to_str().unwrap()), [0.0, WASI_ENOENT]);
+        assert_eq!(probe(&plugin, "read-file", "/etc/passwd"), [0.0, WASI_ENOENT]);
+        assert_eq!(probe(&plugin, "read-file", "secret.txt"), [0.0, WASI_ENOENT]);
+        assert_healthy(&plugin);
+    }
+
+    #[test]
+    fn a_listening_socket_on_the_host_cannot_be_reached() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+
+        let plugin = hostile();
+        assert_eq!(probe(&plugin, "connect", &address), [0.0, WASI_EACCES], "the plugin saw its connect refused");
+        match listener.accept() {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the listener on {address} was reached: {other:?}"),
+        }
+        // The probe itself works: the same connect from the host is accepted.
+        let _client = std::net::TcpStream::connect(&address).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(error) = listener.accept() {
+            assert_eq!(error.kind(), std::io::ErrorKind::WouldBlock);
+            assert!(std::time::Instant::now() < deadline, "the host's own connection never arrived");
+            std::thread::yield_now();
+        }
+        assert_healthy(&plugin);
+    }
+
+    #[test]
+    fn the_host_s_environment_is_invisible() {
+        assert!(std::env::var_os("PATH").is_some(), "the test needs a variable the host has");
+        let plugin = hostile();
+        assert_eq!(probe(&plugin, "env-probe", "PATH"), [0.0, 0.0], "[variables seen, PATH seen]");
+        assert_healthy(&plugin);
+    }
+
+    #[test]
+    fn both_clocks_are_frozen() {
+        let plugin = hostile();
+        // [seconds since the epoch, nanoseconds the monotonic clock saw a busy loop take]
+        assert_eq!(probe(&plugin, "clocks", ""), [0.0, 0.0]);
+        assert_healthy(&plugin);
+    }
+
+    #[test]
+    fn randomness_is_a_function_of_the_request() {
+        let plugin = hostile();
+        // [std hash-map key (insecure-seed), random u64, random bytes, insecure u64, insecure bytes]
+        let first = probe(&plugin, "random", "one");
+        assert_eq!(first.len(), 5);
+        assert_eq!(probe(&plugin, "random", "one"), first, "the same request draws the same values");
+        let other_host = host_with(PluginConfig::default()).load(&fixture_plugin("hostile")).unwrap();
+        assert_eq!(probe(&other_host, "random", "one"), first, "another engine draws the same values too");
+        let second = probe(&plugin, "random", "two");
+        for (index, (a, b)) in first.iter().zip(&second).enumerate() {
+            assert_ne!(a, b, "value {index} differs for another request");
+        }
+        let distinct: std::collections::BTreeSet<_> = first.iter().map(|value| value.to_bits()).collect();
+        assert_eq!(distinct.len(), 5, "every source draws from its own stream: {first:?}");
+        assert_healthy(&plugin);
+    }
+
+    #[test]
+    fn random_bytes_are_bounded_per_call() {
+        let plugin = hostile();
+        assert_eq!(probe(&plugin, "random-flood", "1024"), [1024.0]);
+        assert_trap(
+            &plugin,
+            r#"{"attack": "random-flood", "arg": "1048576"}"#,
+            "the plugin asked for 1048576 random bytes in one call; the limit is 1024",
+        );
     }
 
     #[test]

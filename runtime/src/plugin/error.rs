@@ -38,6 +38,10 @@ pub enum PluginError {
     #[error("plugin exceeded its memory limit of {limit_bytes} bytes")]
     MemoryLimit { limit_bytes: usize },
 
+    /// Recursion too deep for the engine's stack (wasmtime's `max_wasm_stack`).
+    #[error("plugin exceeded its call stack limit of {limit_bytes} bytes")]
+    StackOverflow { limit_bytes: usize },
+
     #[error("plugin output of {bytes} bytes exceeds the limit of {limit_bytes} bytes")]
     OutputTooLarge { bytes: usize, limit_bytes: usize },
 

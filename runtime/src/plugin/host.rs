@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::PluginConfig;
 use super::bindings::PluginWorldPre;
 use super::cache::{ArtifactCache, CompileSource};
+use super::entropy::Entropy;
 use super::error::PluginError;
 use super::instance::{Limits, Plugin};
 use super::sandbox::Sandbox;
@@ -33,6 +34,10 @@ const MAX_TABLES_PER_COMPONENT: u32 = 8;
 /// heap fit in it.
 const KEEP_RESIDENT_MEMORY_BYTES: usize = 2 << 20;
 const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
+
+/// The machine stack a plugin call may use (wasmtime's default, stated so the error can
+/// name it). Deep recursion stops here with [`PluginError::StackOverflow`].
+pub(super) const MAX_WASM_STACK_BYTES: usize = 512 << 10;
 
 /// Loads plugins into a sandbox shared by all of them.
 pub struct PluginHost {
@@ -58,6 +63,7 @@ impl PluginHost {
         // WASI is linked so that ordinary Rust guests load; the Sandbox grants none of its
         // capabilities. Anything else a plugin imports makes loading fail.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| link_entropy(&mut linker))
             .map_err(|error| PluginError::Engine { reason: format!("{error:#}") })?;
         let limits = Arc::new(Limits {
             fuel: config.fuel_per_call(),
@@ -110,6 +116,17 @@ impl PluginHost {
     }
 }
 
+/// Replaces the WASI context's OS-seeded `wasi:random` with the request-keyed [`Entropy`].
+fn link_entropy(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::random::{insecure, insecure_seed, random};
+    linker.allow_shadowing(true);
+    random::add_to_linker::<Sandbox, HasSelf<Entropy>>(linker, |sandbox| &mut sandbox.entropy)?;
+    insecure::add_to_linker::<Sandbox, HasSelf<Entropy>>(linker, |sandbox| &mut sandbox.entropy)?;
+    insecure_seed::add_to_linker::<Sandbox, HasSelf<Entropy>>(linker, |sandbox| &mut sandbox.entropy)?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 fn engine_config(config: &PluginConfig) -> Config {
     let memory_bytes = config.memory_limit_bytes();
     let mut pool = PoolingAllocationConfig::default();
@@ -127,6 +144,9 @@ fn engine_config(config: &PluginConfig) -> Config {
         .pagemap_scan(Enabled::Auto);
 
     let mut wasm = Config::new();
-    wasm.consume_fuel(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool)).wasm_component_model(true);
+    wasm.consume_fuel(true)
+        .max_wasm_stack(MAX_WASM_STACK_BYTES)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .wasm_component_model(true);
     wasm
 }

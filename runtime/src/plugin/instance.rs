@@ -8,6 +8,7 @@ use wasmtime::{Store, Trap};
 use super::bindings::{PluginWorld, PluginWorldPre, tensor_from_guest, tensor_to_guest, wit};
 use super::cache::CompileSource;
 use super::error::PluginError;
+use super::host::MAX_WASM_STACK_BYTES;
 use super::info::PluginInfo;
 use super::sandbox::Sandbox;
 use crate::tensor::Tensor;
@@ -103,7 +104,7 @@ impl std::fmt::Debug for PluginInstance {
 impl PluginInstance {
     /// The request's input tensors, or the plugin's refusal ([`PluginError::Input`]).
     pub fn preprocess(&mut self, request: &str) -> Result<Vec<Tensor>, PluginError> {
-        let result = self.call(|world, store| world.call_preprocess(store, request))?;
+        let result = self.call("preprocess", request, |world, store| world.call_preprocess(store, request))?;
         let tensors = result.map_err(|error| PluginError::Input(error.into()))?;
         self.check_output_size(tensors.iter().map(|t| t.name.len() + guest_tensor_bytes(t)).sum())?;
         Ok(tensors.into_iter().map(tensor_from_guest).collect::<Result<_, _>>()?)
@@ -117,7 +118,8 @@ impl PluginInstance {
         outputs: &[Tensor],
     ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, PluginError> {
         let guest_outputs: Vec<_> = outputs.iter().map(tensor_to_guest).collect();
-        let result = self.call(|world, store| world.call_postprocess(store, request, &guest_outputs))?;
+        let result =
+            self.call("postprocess", request, |world, store| world.call_postprocess(store, request, &guest_outputs))?;
         let Some(json) = result.map_err(|error| PluginError::Postprocess { message: error.message })? else {
             return Ok(None);
         };
@@ -134,19 +136,23 @@ impl PluginInstance {
     }
 
     fn describe(&mut self) -> Result<PluginInfo, PluginError> {
-        let info = self.call(|world, store| world.call_describe(store))?;
+        let info = self.call("describe", "", |world, store| world.call_describe(store))?;
         PluginInfo::try_from(info).map_err(|reason| PluginError::InvalidOutput { reason })
     }
 
-    /// Runs one export with a full fuel budget and turns traps into typed errors.
+    /// Runs one export with a full fuel budget and randomness keyed by the export and its
+    /// request, and turns traps into typed errors.
     fn call<R>(
         &mut self,
+        export: &str,
+        request: &str,
         f: impl FnOnce(&PluginWorld, &mut Store<Sandbox>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         if self.poisoned {
             return Err(PluginError::Trap { message: "instance is unusable after an earlier failure".into() });
         }
         set_fuel(&mut self.store, self.limits.fuel);
+        self.store.data_mut().entropy.rekey(export, request.as_bytes());
         f(&self.world, &mut self.store).map_err(|error| {
             self.poisoned = true;
             classify_trap(&self.store, &self.limits, error)
@@ -181,13 +187,16 @@ fn is_pool_exhausted(error: &wasmtime::Error) -> bool {
 }
 
 /// Names what stopped the guest: the memory limiter's refusal (the guest aborts after a
-/// failed allocation), fuel running out, or any other trap with the guest's stderr.
+/// failed allocation), fuel or stack running out, or any other trap with the guest's
+/// stderr.
 fn classify_trap(store: &Store<Sandbox>, limits: &Limits, error: wasmtime::Error) -> PluginError {
     if store.data().memory_limit_hit {
         return PluginError::MemoryLimit { limit_bytes: limits.memory_bytes };
     }
-    if error.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-        return PluginError::CpuLimit { limit_ms: limits.cpu_limit_ms };
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => return PluginError::CpuLimit { limit_ms: limits.cpu_limit_ms },
+        Some(Trap::StackOverflow) => return PluginError::StackOverflow { limit_bytes: MAX_WASM_STACK_BYTES },
+        _ => {}
     }
     tracing::debug!(error = format!("{error:?}"), "plugin trapped");
     // The trap's kind, not wasmtime's whole context chain (a wasm backtrace that means

@@ -4,7 +4,9 @@
 //! - One engine and linker per process; plugins compile once and their compiled artifacts
 //!   are cached on disk by the wasm's sha256 ([`cache`](self::cache)).
 //! - Every call runs in a fresh instance from the pooling allocator, with a CPU budget
-//!   (fuel), a memory limit and an output cap; no WASI capability is granted.
+//!   (fuel), a memory limit, a stack limit and an output cap; no WASI capability is
+//!   granted, clocks are frozen and randomness is keyed by the request
+//!   ([`entropy`](self::entropy)), so a plugin's answer is a pure function of its request.
 //! - Traps, limits and refusals come back as [`PluginError`]; the host stays healthy.
 //!
 //! This module knows nothing of HTTP, models or bundles. Its calls are synchronous and
@@ -14,6 +16,7 @@
 mod bindings;
 mod cache;
 mod config;
+mod entropy;
 mod error;
 mod host;
 mod info;

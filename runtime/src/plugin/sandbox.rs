@@ -1,9 +1,11 @@
-//! The state of one plugin instance's store: a WASI context that grants nothing, and the
-//! memory limiter that remembers whether it refused a grow (so a guest's abort after a
-//! failed allocation is reported as the memory limit, not as a generic trap).
+//! The state of one plugin instance's store: a WASI context that grants nothing, the
+//! per-call randomness ([`Entropy`]), and the memory limiter that remembers whether it
+//! refused a grow (so a guest's abort after a failed allocation is reported as the memory
+//! limit, not as a generic trap).
 
 use std::time::Duration;
 
+use super::entropy::Entropy;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxView, WasiView};
@@ -21,13 +23,17 @@ pub(super) struct Sandbox {
     stderr: MemoryOutputPipe,
     memory_limit: usize,
     pub(super) memory_limit_hit: bool,
+    /// What `wasi:random` answers; the host links it in place of the WasiCtx's own
+    /// generators, which are seeded from the OS.
+    pub(super) entropy: Entropy,
 }
 
 impl Sandbox {
     pub(super) fn new(memory_limit: usize) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // No preopened directories, environment, arguments or network; clocks frozen at
-        // zero so output depends on the request alone. stdin is empty, stdout discarded.
+        // zero and randomness keyed by the request (`entropy`) so output depends on the
+        // request alone. stdin is empty, stdout discarded.
         let wasi = WasiCtx::builder()
             .stderr(stderr.clone())
             .wall_clock(FrozenClock)
@@ -36,7 +42,14 @@ impl Sandbox {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        Self { wasi, table: ResourceTable::new(), stderr, memory_limit, memory_limit_hit: false }
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            stderr,
+            memory_limit,
+            memory_limit_hit: false,
+            entropy: Entropy::new(),
+        }
     }
 
     /// What the guest wrote to stderr, lossily decoded.
