@@ -31,13 +31,14 @@ impl Role {
     /// Whether this role may do what `permission` names. The one table of who may do what.
     pub fn grants(self, permission: Permission) -> bool {
         use Permission as P;
-        match (self, permission) {
-            (_, P::Open) | (Self::Admin, _) => true,
-            (Self::Kiosk, P::Predict | P::Describe | P::ReadOwnPrediction) => true,
-            (Self::Viewer, P::Describe | P::ReadOwnPrediction | P::ReadPredictions | P::Inspect) => true,
-            (Self::Metrics, P::Metrics) => true,
-            _ => false,
-        }
+        matches!(
+            (self, permission),
+            (_, P::Open)
+                | (Self::Admin, _)
+                | (Self::Kiosk, P::Predict | P::Describe | P::ReadOwnPrediction)
+                | (Self::Viewer, P::Describe | P::ReadOwnPrediction | P::ReadPredictions | P::Inspect)
+                | (Self::Metrics, P::Metrics)
+        )
     }
 }
 

@@ -21,7 +21,7 @@ fn prediction_at(id: Uuid, n: u64) -> PredictionRecord {
         input: Some(json!({"n": n, "petal": [1.5, 0.25]})),
         outputs: json!({"class": "setosa", "p": 0.875}),
         latency_ms: 0.5,
-        token_id: (n % 2 == 0).then(|| "0123456789abcdef".to_owned()),
+        token_id: n.is_multiple_of(2).then(|| "0123456789abcdef".to_owned()),
     }
 }
 
