@@ -16,7 +16,7 @@ pub use bundles::{
     sha256_hex, write_hostile_bundle,
 };
 pub use fleet::{FleetKit, Packaging, SHIPPED, forecourt, succeed};
-pub use mqtt::{Broker, Message, Subscription};
+pub use mqtt::{Broker, Message, Subscription, User};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tools::{ensure_apt, ensure_pip};
 
