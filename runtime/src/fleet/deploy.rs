@@ -689,3 +689,48 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .await
         .map_err(|error| DeployError::Internal(format!("a deployment step panicked: {error}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and never answers, holding each socket open.
+    fn silent_server() -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/bundle.fcb", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            // Held until the client gives up and closes its end.
+            let _ = std::io::Read::read_to_end(&mut &socket, &mut Vec::new());
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn a_download_that_never_answers_ends_at_the_total_timeout() {
+        let (url, server) = silent_server();
+        let limits = DownloadLimits { connect: Duration::from_secs(1), total: Duration::from_millis(500) };
+        let started = Instant::now();
+        let error = download(&url, 1 << 20, limits).unwrap_err();
+        assert!(matches!(error, DeployError::Transfer(_)), "{error}");
+        assert!(error.to_string().contains(&url), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn inline_bundles_are_decoded_and_checked_against_their_sha256() {
+        let limits = DownloadLimits { connect: Duration::from_secs(1), total: Duration::from_secs(1) };
+        let sha256 = hex::encode(Sha256::digest(b"fcb"));
+        let source = |inline: &str, sha256: &str| BundleSource {
+            inline: Some(inline.to_owned()),
+            url: None,
+            sha256: sha256.to_owned(),
+        };
+        assert_eq!(fetch(source("ZmNi", &sha256), 1 << 20, limits).await.unwrap(), b"fcb");
+        let garbage = fetch(source("!!not base64!!", &sha256), 1 << 20, limits).await.unwrap_err();
+        assert!(garbage.to_string().contains("not base64"), "{garbage}");
+        let wrong = fetch(source("ZmNi", &"0".repeat(64)), 1 << 20, limits).await.unwrap_err();
+        assert_eq!(wrong.reason().code, ReasonCode::TransferFailed);
+    }
+}
