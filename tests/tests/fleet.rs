@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use forecourt_testkit::{Broker, FleetKit, Message, Packaging, SHIPPED, Server, Subscription, forecourt, sha256_hex};
+use forecourt_testkit::{
+    Broker, FleetKit, Message, Packaging, SHIPPED, Server, Subscription, User, forecourt, sha256_hex,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -98,21 +100,44 @@ fn await_outcome(subscription: &Subscription, id: &str) -> Vec<Message> {
         .collect()
 }
 
-/// `forecourt fleet push` of `fcb` to one device, as deployment `id`, plus `extra` options.
-fn push(broker: &Broker, fcb: &Path, device: &str, id: &str, extra: &[&str]) -> Output {
+/// `forecourt fleet push` of `fcb` to one device, as deployment `id`, signed with the kit's
+/// key, plus `extra` options.
+fn push(kit: &FleetKit, broker: &Broker, fcb: &Path, device: &str, id: &str, extra: &[&str]) -> Output {
     let url = broker.url();
-    let mut args: Vec<&dyn AsRef<OsStr>> =
-        vec![&"fleet", &"push", &"--broker", &url, &"--bundle", &fcb, &"--device", &device, &"--id", &id];
+    let key = kit.key();
+    let mut args: Vec<&dyn AsRef<OsStr>> = vec![
+        &"fleet",
+        &"push",
+        &"--broker",
+        &url,
+        &"--bundle",
+        &fcb,
+        &"--device",
+        &device,
+        &"--id",
+        &id,
+        &"--key",
+        &key,
+    ];
     args.extend(extra.iter().map(|arg| arg as &dyn AsRef<OsStr>));
     forecourt(&args)
 }
 
 /// `forecourt fleet push` like [`push`], left running in the background (output discarded),
 /// for tests that stop the broker or the appliance under it.
-fn spawn_push(broker: &Broker, fcb: &Path, device: &str, id: &str, extra: &[&str]) -> std::process::Child {
+fn spawn_push(
+    kit: &FleetKit,
+    broker: &Broker,
+    fcb: &Path,
+    device: &str,
+    id: &str,
+    extra: &[&str],
+) -> std::process::Child {
     std::process::Command::new(forecourt_testkit::forecourt_binary())
         .args(["fleet", "push", "--broker", &broker.url(), "--device", device, "--id", id])
         .args(extra)
+        .arg("--key")
+        .arg(kit.key())
         .arg("--bundle")
         .arg(fcb)
         .stdout(std::process::Stdio::null())
@@ -178,7 +203,7 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
 
     let load = Load::start(&server);
     let pushed = Instant::now();
-    let pushed_output = push(&broker, &fcb, "kiosk-1", "rollout-1", &["--timeout", "30s"]);
+    let pushed_output = push(&kit, &broker, &fcb, "kiosk-1", "rollout-1", &["--timeout", "30s"]);
     // Let the load run on the new version for a moment before stopping it.
     let deadline = Instant::now() + Duration::from_secs(5);
     while served_version(&server) != "1.1.0" && Instant::now() < deadline {}
@@ -210,6 +235,8 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
         &"rollback",
         &"--broker",
         &broker.url(),
+        &"--key",
+        &kit.key(),
         &"--bundle",
         &"car-price",
         &"--device",
@@ -235,6 +262,8 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
             &"remove",
             &"--broker",
             &url,
+            &"--key",
+            &kit.key(),
             &"--bundle",
             &"car-price",
             &"--version",
@@ -251,7 +280,7 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
 
     // The same request delivered again is answered with its recorded outcome, not run again.
     let before = server.get("/v1/audit?limit=1000").json["records"].as_array().unwrap().len();
-    let again = push(&broker, &fcb, "kiosk-1", "rollout-1", &[]);
+    let again = push(&kit, &broker, &fcb, "kiosk-1", "rollout-1", &[]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(car_price_versions(&server).0, "1.0.0", "a repeated request must not switch again");
     let after = server.get("/v1/audit?limit=1000").json["records"].as_array().unwrap().len();
@@ -284,7 +313,7 @@ fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_ve
     for (index, (packaging, code)) in cases.into_iter().enumerate() {
         let fcb = kit.package(&format!("1.{}.0", index + 2), packaging);
         let id = format!("bad-{index}");
-        let pushed = push(&broker, &fcb, "kiosk-2", &id, &[]);
+        let pushed = push(&kit, &broker, &fcb, "kiosk-2", &id, &[]);
         assert!(!pushed.status.success(), "a {packaging:?} bundle must fail the push");
         let outcome = await_outcome(&progress, &id).last().unwrap().json();
         assert_eq!(
@@ -296,13 +325,15 @@ fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_ve
     }
     assert_eq!(car_price_versions(&server), ("1.0.0".to_owned(), vec!["1.0.0".to_owned()]));
 
-    // Not even JSON, and JSON breaking a rule: each answered on its deployment topic.
+    // Not even JSON, and signed JSON breaking a rule: each answered, the first under an id
+    // of the appliance's making, the second on its own deployment topic.
     broker.publish("forecourt/kiosk-2/deploy", b"{\"action\": \"deploy\", \"id\": \"bad-json\", ", false);
-    let answer = progress.wait_for(WAIT, |m| m.topic.contains("/deployments/invalid-")).expect("an answer to garbage");
+    let answer = progress.wait_for(WAIT, |m| m.topic.contains("/deployments/refused-")).expect("an answer to garbage");
     assert_eq!(answer.json()["reason"]["code"], "malformed_request", "{}", answer.text());
+    let signed = |request: &[u8]| kit.signed_request("kiosk-2", request, &[]);
     broker.publish(
         "forecourt/kiosk-2/deploy",
-        br#"{"action":"deploy","id":"no-sha","bundle":{"inline":"AAAA"}}"#,
+        &signed(br#"{"action":"deploy","id":"no-sha","bundle":{"inline":"AAAA"}}"#),
         false,
     );
     let outcome = await_outcome(&progress, "no-sha").last().unwrap().json();
@@ -310,22 +341,26 @@ fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_ve
     assert!(outcome["reason"]["message"].as_str().unwrap().contains("sha256"), "{outcome}");
     broker.publish(
         "forecourt/kiosk-2/deploy",
-        br#"{"action":"rollback","id":"nothing-before","bundle":"car-price"}"#,
+        &signed(br#"{"action":"rollback","id":"nothing-before","bundle":"car-price"}"#),
         false,
     );
     let outcome = await_outcome(&progress, "nothing-before").last().unwrap().json();
     assert_eq!((outcome["step"].clone(), outcome["reason"]["code"].clone()), (json!("rejected"), json!("not_found")));
 
-    // Oversized: answered with an outcome (its id read leniently), and the link stays up.
+    // Oversized: the packet is over the largest the appliance takes (its policy's limit), so
+    // it is refused from its header, unread; the link comes back on a clean session, which
+    // makes the broker drop the packet instead of delivering it again and again.
+    let connections = server.get("/health/detailed").json["mqtt"]["connections"].as_u64().unwrap();
     let oversized = format!(
         r#"{{"action":"deploy","id":"too-big","bundle":{{"inline":"{}","sha256":"{}"}}}}"#,
         "A".repeat(2 << 20),
         "0".repeat(64)
     );
-    broker.publish("forecourt/kiosk-2/deploy", oversized.as_bytes(), false);
-    let outcome = await_outcome(&progress, "too-big").last().unwrap().json();
-    assert_eq!(outcome["reason"]["code"], "too_large", "{outcome}");
-    assert_eq!(server.get("/health/detailed").json["mqtt"]["connected"], true);
+    broker.publish("forecourt/kiosk-2/deploy", &signed(oversized.as_bytes()), false);
+    server
+        .wait_for_log_line(WAIT, |line| line.contains("a packet over mqtt.max_bundle_mib"))
+        .expect("the oversized packet is logged");
+    await_health(&server, |mqtt| mqtt["connected"] == true && mqtt["connections"].as_u64() > Some(connections));
 
     // By URL: the sha256 must match what is downloaded.
     let fcb = kit.package("1.5.0", Packaging::Signed);
@@ -333,7 +368,7 @@ fn unsigned_tampered_malformed_and_failing_bundles_are_rejected_while_the_old_ve
     let url = files.url(fcb.file_name().unwrap().to_str().unwrap());
     let by_url = |id: &str, sha256: &str| {
         let request = json!({"action": "deploy", "id": id, "bundle": {"url": url, "sha256": sha256}});
-        broker.publish("forecourt/kiosk-2/deploy", request.to_string().as_bytes(), false);
+        broker.publish("forecourt/kiosk-2/deploy", &signed(request.to_string().as_bytes()), false);
         await_outcome(&progress, id).last().unwrap().json()
     };
     let outcome = by_url("wrong-sha", &"0".repeat(64));
@@ -381,6 +416,7 @@ fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
     // A p99 threshold no request can meet: rolled back on its first figures.
     let load = Load::start(&server);
     let strict = push(
+        &kit,
         &broker,
         &kit.package("1.1.0", Packaging::Signed),
         "kiosk-5",
@@ -400,6 +436,7 @@ fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
     // Within its thresholds for the whole window: promoted, the old version kept.
     let load = Load::start(&server);
     let healthy = push(
+        &kit,
         &broker,
         &kit.package("1.2.0", Packaging::Signed),
         "kiosk-5",
@@ -441,7 +478,7 @@ fn while_the_broker_is_down_the_appliance_serves_and_queues_then_delivers_everyt
     // the promotion, can only be queued.
     let fcb = kit.package("1.1.0", Packaging::Signed);
     let canary = ["--canary", "50", "--canary-window", "3s", "--max-p99-ms", "1000"];
-    let mut pushing = spawn_push(&broker, &fcb, "kiosk-6", "during-outage", &canary);
+    let mut pushing = spawn_push(&kit, &broker, &fcb, "kiosk-6", "during-outage", &canary);
     progress
         .wait_for(WAIT, |m| m.json()["deployment"] == "during-outage" && m.json()["step"] == "canary")
         .expect("the canary starts");
@@ -536,7 +573,7 @@ fn an_appliance_killed_mid_deployment_serves_the_old_or_the_new_version_after_a_
         let id = format!("killed-{attempt}");
         let version = format!("1.{}.0", attempt + 1);
         let fcb = kit.package(&version, Packaging::Signed);
-        let mut pushing = spawn_push(&broker, &fcb, "kiosk-7", &id, &[]);
+        let mut pushing = spawn_push(&kit, &broker, &fcb, "kiosk-7", &id, &[]);
         // The log line comes before the step's message goes through the outbox: closer to the step.
         let step = format!("step=\"{kill_at}\"");
         server
@@ -600,6 +637,8 @@ fn the_fleet_link_runs_over_tls_with_a_private_ca_and_refuses_a_broker_it_cannot
         &url,
         &"--ca-file",
         &ca,
+        &"--key",
+        &kit.key(),
         &"--bundle",
         &fcb,
         &"--device",
@@ -617,4 +656,321 @@ fn the_fleet_link_runs_over_tls_with_a_private_ca_and_refuses_a_broker_it_cannot
     assert_eq!(served_version(&unverified), "1.0.0");
     let manager = forecourt(&[&"fleet", &"status", &"--broker", &url]);
     assert!(!manager.status.success(), "the manager must not trust the broker without its CA either");
+}
+
+/// Every file under `dir` with the sha256 of its bytes (empty when `dir` is missing).
+fn tree(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, String> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else { continue };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(dir).unwrap().to_owned();
+                files.insert(relative, sha256_hex(&std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// What must not change when hostile requests are refused: the deployed bundles (every
+/// byte), the data folder's and the fleet folder's entries, and a file beside the data folder.
+#[derive(Debug, PartialEq)]
+struct Untouched {
+    installed: std::collections::BTreeMap<std::path::PathBuf, String>,
+    data: Vec<String>,
+    fleet: Vec<String>,
+    outside: Vec<String>,
+}
+
+impl Untouched {
+    fn of(server: &Server) -> Self {
+        let data = server.data_dir();
+        Self {
+            installed: tree(&data.join("fleet/bundles")),
+            data: names(data),
+            fleet: names(&data.join("fleet")).into_iter().filter(|name| name != "staging").collect(),
+            outside: names(data.parent().unwrap()),
+        }
+    }
+}
+
+#[test]
+fn hostile_ids_names_and_versions_touch_nothing_outside_their_folder_and_the_appliance_keeps_serving() {
+    let broker = Broker::start();
+    let kit = FleetKit::new();
+    // The data folder inside a folder of the test's, with a file beside it that a path
+    // escaping the data folder would reach.
+    let home = forecourt_testkit::temp_dir();
+    std::fs::write(home.path().join("beside-the-data.txt"), "keep me").unwrap();
+    let mut server = kit.appliance(&broker, "kiosk-h", &[]).data_dir(&home.path().join("data")).start();
+    await_online(&broker, "kiosk-h");
+    let progress = broker.subscribe("forecourt/kiosk-h/deployments/+");
+    let pushed = push(&kit, &broker, &kit.package("1.1.0", Packaging::Signed), "kiosk-h", "hostile-base", &[]);
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    let before = Untouched::of(&server);
+    assert_eq!(before.installed.len(), 4, "the deployed 1.1.0 is on disk: {before:?}");
+    let versions = car_price_versions(&server);
+
+    let long = "x".repeat(65);
+    let huge = "y".repeat(10_000);
+    let ids = [
+        "..",
+        ".",
+        "../x",
+        "../../beside-the-data.txt",
+        "a/b",
+        "a\\b",
+        "%2e%2e",
+        "",
+        "\0",
+        "nul\0x",
+        "tab\tx",
+        "new\nline",
+        "\u{7f}",
+        "é",
+        "日本",
+        "+",
+        "#",
+        "/abs",
+        &long,
+        &huge,
+    ];
+    let sha = "0".repeat(64);
+    let mut published = 0;
+    let publish = |payload: &[u8]| broker.publish("forecourt/kiosk-h/deploy", payload, false);
+    for id in ids {
+        let requests = [
+            // The reported case: a deploy with garbage base64 whose id is `..`.
+            json!({"action": "deploy", "id": id, "bundle": {"inline": "!!not base64!!", "sha256": sha}}),
+            json!({"action": "rollback", "id": id, "bundle": "car-price"}),
+            json!({"action": "remove", "id": id, "bundle": "car-price", "version": "1.0.0"}),
+        ];
+        for request in &requests {
+            publish(&kit.signed_request("kiosk-h", request.to_string().as_bytes(), &[]));
+            published += 1;
+        }
+        publish(requests[1].to_string().as_bytes());
+        published += 1;
+    }
+    // Valid ids, hostile bundle names and versions: answered on their own topics.
+    let names = ["..", "../..", "car-price/../..", ".hidden", "Car-Price", "a\\b", "", &long];
+    for (index, name) in names.iter().enumerate() {
+        let id = format!("bad-name-{index}");
+        let request = json!({"action": "rollback", "id": id, "bundle": name});
+        publish(&kit.signed_request("kiosk-h", request.to_string().as_bytes(), &[]));
+    }
+    let bad_versions = ["1.0.0/../..", "..", "1.0.0\0", "../1.1.0"];
+    for (index, version) in bad_versions.iter().enumerate() {
+        let id = format!("bad-version-{index}");
+        let request = json!({"action": "remove", "id": id, "bundle": "car-price", "version": version});
+        publish(&kit.signed_request("kiosk-h", request.to_string().as_bytes(), &[]));
+    }
+    // Requests are taken in order: once this one's outcome is out, every one before is answered.
+    let marker = json!({"action": "remove", "id": "marker", "bundle": "car-price", "version": "1.1.0"});
+    publish(&kit.signed_request("kiosk-h", marker.to_string().as_bytes(), &[]));
+    let outcome = await_outcome(&progress, "marker").last().unwrap().json();
+    assert_eq!(outcome["reason"]["code"], "refused", "removing the active version is refused: {outcome}");
+
+    let received = progress.received();
+    let refused: Vec<Value> = received
+        .iter()
+        .filter(|message| message.topic.starts_with("forecourt/kiosk-h/deployments/refused-"))
+        .map(Message::json)
+        .collect();
+    assert_eq!(refused.len(), published, "every request with a hostile id is answered under an id of the device's");
+    for answer in &refused {
+        let code = answer["reason"]["code"].as_str().unwrap();
+        assert!(code == "malformed_request" || code == "untrusted", "{answer}");
+        assert_eq!((answer["step"].as_str(), answer["final"].as_bool()), (Some("rejected"), Some(true)), "{answer}");
+    }
+    for id in (0..names.len()).map(|i| format!("bad-name-{i}")).chain((0..4).map(|i| format!("bad-version-{i}"))) {
+        let outcome = await_outcome(&progress, &id).last().unwrap().json();
+        assert_eq!(outcome["reason"]["code"], "malformed_request", "{outcome}");
+    }
+
+    assert_eq!(Untouched::of(&server), before, "nothing outside a request's own folder changed");
+    assert_eq!(car_price_versions(&server), versions);
+    assert_eq!(served_version(&server), "1.1.0");
+    let audit = server.get("/v1/audit?limit=1000").json;
+    let audited = audit["records"].as_array().unwrap().iter().filter(|r| r["details"]["refused"] == true).count();
+    assert_eq!(audited, published + names.len() + bad_versions.len(), "every refusal is audited");
+    let verify = server.get("/v1/audit/verify");
+    assert_eq!(verify.json["ok"], true, "{}", verify.json);
+
+    // Not only in memory: after a restart the same bundles load and serve.
+    server.restart();
+    assert_eq!(car_price_versions(&server), versions);
+    assert_eq!(served_version(&server), "1.1.0");
+    assert_eq!(Untouched::of(&server), before);
+}
+
+#[test]
+fn unsigned_foreign_misdirected_and_expired_rollbacks_and_removes_change_nothing() {
+    let broker = Broker::start();
+    let kit = FleetKit::new();
+    // Its key is not the one the appliance trusts.
+    let stranger = FleetKit::new();
+    let server = kit.appliance(&broker, "kiosk-s", &[]).start();
+    await_online(&broker, "kiosk-s");
+    let progress = broker.subscribe("forecourt/kiosk-s/deployments/+");
+    let pushed = push(&kit, &broker, &kit.package("1.1.0", Packaging::Signed), "kiosk-s", "signed-base", &[]);
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    let before = Untouched::of(&server);
+    let versions = ("1.1.0".to_owned(), vec!["1.0.0".to_owned(), "1.1.0".to_owned()]);
+    assert_eq!(car_price_versions(&server), versions);
+
+    let rollback = |id: &str| json!({"action": "rollback", "id": id, "bundle": "car-price"}).to_string();
+    let remove =
+        |id: &str| json!({"action": "remove", "id": id, "bundle": "car-price", "version": "1.0.0"}).to_string();
+    let expiring = kit.signed_request("kiosk-s", rollback("expired-rollback").as_bytes(), &["--valid-for", "1s"]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("unsigned-rollback", rollback("unsigned-rollback").into_bytes(), "not signed"),
+        ("unsigned-remove", remove("unsigned-remove").into_bytes(), "not signed"),
+        (
+            "foreign-rollback",
+            stranger.signed_request("kiosk-s", rollback("foreign-rollback").as_bytes(), &[]),
+            "not trusted",
+        ),
+        ("foreign-remove", stranger.signed_request("kiosk-s", remove("foreign-remove").as_bytes(), &[]), "not trusted"),
+        (
+            "elsewhere-rollback",
+            kit.signed_request("kiosk-other", rollback("elsewhere-rollback").as_bytes(), &[]),
+            "kiosk-other",
+        ),
+        ("expired-rollback", expiring.clone(), "expired"),
+    ];
+    // The expiring request's time runs out: wait for the clock, not for the device.
+    let envelope: Value = serde_json::from_slice(&expiring).unwrap();
+    let signed: Value = serde_json::from_str(envelope["signed"].as_str().unwrap()).unwrap();
+    let not_after = signed["not_after"].as_u64().unwrap();
+    poll_until("the clock passes not_after", || {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        (now > not_after).then_some(())
+    });
+    for (id, payload, says) in &cases {
+        broker.publish("forecourt/kiosk-s/deploy", payload, false);
+        let outcome = await_outcome(&progress, id).last().unwrap().json();
+        assert_eq!(
+            (outcome["step"].as_str(), outcome["reason"]["code"].as_str()),
+            (Some("rejected"), Some("untrusted")),
+            "{id}: {outcome}"
+        );
+        assert!(outcome["reason"]["message"].as_str().unwrap().contains(says), "{id}: {outcome}");
+        assert_eq!(car_price_versions(&server), versions, "{id} changed nothing");
+    }
+    assert_eq!(served_version(&server), "1.1.0");
+    assert_eq!(Untouched::of(&server), before);
+
+    // A forgery that takes a real request's id first does not shadow it: the real one runs.
+    broker.publish("forecourt/kiosk-s/deploy", rollback("taken-id").as_bytes(), false);
+    let forged = await_outcome(&progress, "taken-id").last().unwrap().json();
+    assert_eq!(forged["reason"]["code"], "untrusted", "{forged}");
+    let url = broker.url();
+    let key = kit.key();
+    let real = forecourt(&[
+        &"fleet",
+        &"rollback",
+        &"--broker",
+        &url,
+        &"--key",
+        &key,
+        &"--bundle",
+        &"car-price",
+        &"--device",
+        &"kiosk-s",
+        &"--id",
+        &"taken-id",
+    ]);
+    assert!(real.status.success(), "{}", String::from_utf8_lossy(&real.stderr));
+    assert_eq!(served_version(&server), "1.0.0", "the signed rollback ran");
+
+    let audit = server.get("/v1/audit?limit=1000").json;
+    let refusals = audit["records"].as_array().unwrap().iter().filter(|r| r["details"]["refused"] == true).count();
+    assert_eq!(refusals, cases.len() + 1, "{audit}");
+}
+
+#[test]
+fn the_shipped_mosquitto_acl_keeps_each_appliance_to_its_own_topics() {
+    let fleet = User::new("fleet", "fleet-secret");
+    let kiosk_a = User::new("kiosk-a", "a-secret");
+    let kiosk_b = User::new("kiosk-b", "b-secret");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-images/mosquitto/acl.example");
+    let acl = std::fs::read_to_string(&shipped).expect("the example ACL ships")
+        + "user kiosk-a\ntopic read forecourt/groups/east/deploy\n";
+    let broker = Broker::start_locked_down(&acl, &[fleet.clone(), kiosk_a.clone(), kiosk_b.clone()], &fleet);
+    let kit = FleetKit::new();
+    let server = kit
+        .appliance(&broker, "kiosk-a", &["east"])
+        .env("FORECOURT_MQTT__USERNAME", "kiosk-a")
+        .env("FORECOURT_MQTT__PASSWORD", "a-secret")
+        .start();
+    // The fleet's user reads every status.
+    await_online(&broker, "kiosk-a");
+
+    // kiosk-b cannot speak for kiosk-a: its forged status is dropped (MQTT 3.1.1 cannot say
+    // no), while kiosk-a's own message on the same topic, sent after it, arrives.
+    let status = broker.subscribe("forecourt/kiosk-a/status");
+    broker.publish_as(&kiosk_b, "forecourt/kiosk-a/status", br#"{"forged": true}"#);
+    broker.publish_as(&kiosk_a, "forecourt/kiosk-a/status", br#"{"marker": true}"#);
+    status.wait_for(WAIT, |m| m.text().contains("marker")).expect("kiosk-a's own message arrives");
+    assert!(!status.received().iter().any(|m| m.text().contains("forged")), "{:?}", status.received());
+
+    // kiosk-b cannot read kiosk-a's requests: Mosquitto refuses the subscription, or at
+    // least never delivers them; its own topic it reads.
+    let own = broker.subscribe_as(&kiosk_b, "forecourt/kiosk-b/deploy").expect("kiosk-b reads its own deploy topic");
+    let spy = broker.subscribe_as(&kiosk_b, "forecourt/+/deploy");
+    broker.publish("forecourt/kiosk-a/deploy", b"secret", false);
+    broker.publish("forecourt/kiosk-b/deploy", b"for kiosk-b", false);
+    assert_eq!(own.recv_timeout(WAIT).expect("kiosk-b's own request").text(), "for kiosk-b");
+    if let Ok(spy) = spy {
+        spy.wait_for(WAIT, |m| m.text() == "for kiosk-b").expect("the spy gets what it may read");
+        assert!(!spy.received().iter().any(|m| m.text() == "secret"), "{:?}", spy.received());
+    }
+
+    // Nor can kiosk-b publish a request to kiosk-a, even a validly signed one: the broker
+    // drops it, and the request sent after it by the fleet is the only one answered.
+    let progress = broker.subscribe("forecourt/kiosk-a/deployments/+");
+    let smuggled = json!({"action": "rollback", "id": "smuggled", "bundle": "car-price"});
+    broker.publish_as(
+        &kiosk_b,
+        "forecourt/kiosk-a/deploy",
+        &kit.signed_request("kiosk-a", smuggled.to_string().as_bytes(), &[]),
+    );
+
+    // The fleet's user publishes requests, with its password from a file (never on the
+    // command line), and reads their progress.
+    let password = kit.key().with_file_name("fleet.password");
+    std::fs::write(&password, "fleet-secret\n").unwrap();
+    let url = broker.url();
+    let fcb = kit.package("1.1.0", Packaging::Signed);
+    let password = password.to_string_lossy().into_owned();
+    let credentials = ["--username", "fleet", "--password-file", password.as_str()];
+    let pushed = push(&kit, &broker, &fcb, "kiosk-a", "acl-push", &credentials);
+    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
+    assert_eq!(served_version(&server), "1.1.0");
+    await_outcome(&progress, "acl-push");
+    assert!(
+        !progress.received().iter().any(|m| m.topic.ends_with("/smuggled")),
+        "the smuggled request never reached kiosk-a: {:?}",
+        progress.received()
+    );
+    let anonymous = forecourt(&[&"fleet", &"status", &"--broker", &url]);
+    assert!(!anonymous.status.success(), "an anonymous manager is refused");
+    let said = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(said.contains("refused the connection"), "{said}");
 }

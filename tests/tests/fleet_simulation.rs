@@ -56,7 +56,7 @@ fn twenty_appliances_in_one_group_converge_on_one_push() {
     let progress = broker.subscribe(&format!("forecourt/+/deployments/{DEPLOYMENT}"));
     eprintln!("load average before the push: {}", load_average());
     let pushed = Instant::now();
-    let (output, wall, arrivals) = push_and_follow(&broker, &fcb, &progress, pushed);
+    let (output, wall, arrivals) = push_and_follow(&kit, &broker, &fcb, &progress, pushed);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "the push failed ({}):\n{stdout}\n{stderr}", output.status);
@@ -172,6 +172,7 @@ fn start_appliances(kit: &FleetKit, broker: &Broker, devices: &[String]) -> Vec<
 /// message of the deployment with its arrival time from `pushed`; returns the push's output,
 /// its wall time, and the messages (arrival, topic, payload).
 fn push_and_follow(
+    kit: &FleetKit,
     broker: &Broker,
     fcb: &std::path::Path,
     progress: &Subscription,
@@ -197,6 +198,8 @@ fn push_and_follow(
                 &timeout,
                 &"--id",
                 &DEPLOYMENT,
+                &"--key",
+                &kit.key(),
             ]);
             (output, pushed.elapsed())
         });

@@ -72,6 +72,23 @@ pub struct FileRef {
     pub sha256: String,
 }
 
+/// The longest bundle name: it is a folder name and a label of every metric.
+pub const MAX_BUNDLE_NAME_LEN: usize = 64;
+
+/// The rule of a bundle name, wherever one comes from (a manifest, a fleet request):
+/// 1 to 64 lowercase letters, digits, '-' or '_', so that it is always one plain folder
+/// name (never `.`, `..` or a path) and safe in a URL.
+pub fn check_bundle_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    if name.is_empty() || name.len() > MAX_BUNDLE_NAME_LEN || !name.chars().all(allowed) {
+        return Err(format!(
+            "{:?} must be 1 to {MAX_BUNDLE_NAME_LEN} lowercase letters, digits, '-' or '_'",
+            name.chars().take(80).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
 /// A request and the model's expected raw outputs (row-major, per output name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,12 +128,7 @@ impl Manifest {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let name = &self.bundle.name;
-        if name.is_empty()
-            || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        {
-            return Err(format!("bundle.name {name:?} must be lowercase letters, digits, '-' or '_'"));
-        }
+        check_bundle_name(&self.bundle.name).map_err(|message| format!("bundle.name {message}"))?;
         for (key, file) in [("plugin", &self.plugin), ("model", &self.model)] {
             if file.file.is_empty() || file.file.contains('/') || file.file.starts_with('.') {
                 return Err(format!("{key}.file {:?} must be a plain file name inside the bundle", file.file));

@@ -26,7 +26,7 @@ mod stats;
 pub use config::{BundlesConfig, TrustConfig};
 pub use error::{BundleError, InferenceError};
 pub use loaded::{Bundle, BundleLoader, Inference, Verified, default_response};
-pub use manifest::{MANIFEST_FILE, MODEL_FILE, Manifest, PLUGIN_FILE, Sample};
+pub use manifest::{MANIFEST_FILE, MAX_BUNDLE_NAME_LEN, MODEL_FILE, Manifest, PLUGIN_FILE, Sample, check_bundle_name};
 pub use registry::{BundleSummary, CanarySummary, LoadReport, Registry};
 pub use signature::{SIGNATURE_FILE, TrustedKeys};
 pub use stats::{StatsSnapshot, VersionStats};

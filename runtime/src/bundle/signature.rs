@@ -73,6 +73,11 @@ impl PrivateKey {
         &self.id
     }
 
+    /// Signs `bytes` (e.g. a fleet request); the signature in hex.
+    pub fn sign_hex(&self, bytes: &[u8]) -> String {
+        hex::encode(self.key.sign(bytes).to_bytes())
+    }
+
     pub fn public(&self) -> PublicKey {
         PublicKey { key: self.key.verifying_key(), id: self.id.clone() }
     }
@@ -219,6 +224,17 @@ pub fn sign_bundle(dir: &Path, key: &PrivateKey) -> Result<PathBuf, BundleError>
     Ok(path)
 }
 
+/// Why a detached signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureRefused {
+    #[error("signed by a key that is not trusted")]
+    UntrustedKey,
+    #[error("malformed signature: {0}")]
+    Malformed(String),
+    #[error("the signature does not match what it signs")]
+    Mismatch,
+}
+
 /// The public keys the appliance trusts, by key id.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
@@ -257,6 +273,19 @@ impl TrustedKeys {
 
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
+    }
+
+    /// Checks a detached signature (hex) over `bytes` by the key `key_id`, for what is
+    /// signed outside a bundle (fleet requests).
+    pub fn verify_bytes(&self, key_id: &str, bytes: &[u8], signature_hex: &str) -> Result<(), SignatureRefused> {
+        let key = self.keys.get(&key_id.to_ascii_lowercase()).ok_or(SignatureRefused::UntrustedKey)?;
+        let file = SignatureFile {
+            key_id: key.id.clone(),
+            algorithm: ALGORITHM.to_owned(),
+            signature: signature_hex.to_owned(),
+        };
+        let signature = file.signature_bytes().map_err(SignatureRefused::Malformed)?;
+        key.key.verify(bytes, &signature).map_err(|_| SignatureRefused::Mismatch)
     }
 
     /// Checks `dir/bundle.sig` against `manifest` (the exact bytes of `dir/bundle.toml`);

@@ -16,12 +16,19 @@ use clap::{Args, Subcommand};
 use comfy_table::{ContentArrangement, Table, presets};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use crate::bundle::signature::PrivateKey;
+use crate::fleet::Topics;
 use crate::fleet::config::BrokerAddress;
 use crate::fleet::manager::{
-    BundleFile, DEFAULT_SETTLE, DeviceOutcome, FleetManager, ManagerError, Observation, Outcome, PushOptions, Target,
-    classify,
+    BundleFile, Credentials, DEFAULT_SETTLE, DEFAULT_VALID_FOR, DeviceOutcome, FleetManager, ManagerError, Observation,
+    Outcome, PushOptions, Target, classify,
 };
-use crate::fleet::messages::{CanaryPolicy, Progress, Reason, Status};
+use crate::fleet::messages::{BundleName, CanaryPolicy, DeploymentId, Progress, Reason, Status};
+use crate::fleet::signed;
+
+/// Where the broker password comes from when `--password-file` is not given: never from
+/// the command line, which every user of the machine can read in the process list.
+pub const PASSWORD_ENV: &str = "FORECOURT_FLEET_PASSWORD";
 
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
@@ -33,6 +40,9 @@ pub enum FleetCommand {
     Remove(RemoveArgs),
     /// Print every device's retained status.
     Status(StatusArgs),
+    /// Sign a request (JSON on stdin) for a device or a group and print the envelope to
+    /// publish, for tools of your own that publish requests.
+    Sign(SignArgs),
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +64,13 @@ pub struct BrokerArgs {
     /// The client certificate's key (PEM).
     #[arg(long, value_name = "FILE", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
+    /// The user name for brokers that ask for one. The password is read from
+    /// --password-file, or else from the FORECOURT_FLEET_PASSWORD environment variable.
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// A file holding the broker password (one line; a trailing newline is ignored).
+    #[arg(long, value_name = "FILE", requires = "username")]
+    pub password_file: Option<PathBuf>,
 }
 
 impl BrokerArgs {
@@ -71,6 +88,48 @@ impl BrokerArgs {
             None => {}
         }
         Ok(address)
+    }
+
+    /// The user name and password, when --username is given.
+    fn credentials(&self) -> anyhow::Result<Option<Credentials>> {
+        let Some(username) = self.username.clone() else { return Ok(None) };
+        let password = match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| anyhow::anyhow!("cannot read --password-file {}: {error}", path.display()))?;
+                text.strip_suffix('\n').map(|line| line.strip_suffix('\r').unwrap_or(line)).unwrap_or(&text).to_owned()
+            }
+            None => std::env::var(PASSWORD_ENV).map_err(|_| {
+                anyhow::anyhow!("--username needs a password: give --password-file FILE or set {PASSWORD_ENV}")
+            })?,
+        };
+        Ok(Some(Credentials { username, password }))
+    }
+
+    async fn connect(&self) -> anyhow::Result<FleetManager> {
+        Ok(FleetManager::connect(&self.address()?, &self.prefix, self.credentials()?.as_ref()).await?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SigningArgs {
+    /// The fleet's private key (`forecourt keygen`), whose public key the appliances trust
+    /// in [trust] keys_dir: every request is signed, for its target and until it expires.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// How long the signed request may still be carried out after it is sent (a device
+    /// that is offline gets it when it is back), e.g. 10m, 1h [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub valid_for: Option<Duration>,
+}
+
+impl SigningArgs {
+    fn key(&self) -> anyhow::Result<PrivateKey> {
+        Ok(PrivateKey::read(&self.key)?)
+    }
+
+    fn valid_for(&self) -> Duration {
+        self.valid_for.unwrap_or(DEFAULT_VALID_FOR)
     }
 }
 
@@ -109,17 +168,18 @@ pub struct FollowArgs {
     /// not all at the broker yet.
     #[arg(long, value_name = "N", conflicts_with = "device", value_parser = clap::value_parser!(u32).range(1..))]
     pub expect: Option<u32>,
-    /// The deployment id (default: a new UUIDv7).
-    #[arg(long)]
-    pub id: Option<String>,
+    /// The deployment id: 1 to 64 letters, digits, '-' or '_' (default: a new UUIDv7).
+    #[arg(long, value_parser = parse_id)]
+    pub id: Option<DeploymentId>,
 }
 
 impl FollowArgs {
-    fn options(&self) -> PushOptions {
+    fn options(&self, signing: &SigningArgs) -> PushOptions {
         PushOptions {
             timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
             expect: self.expect.map(|n| n as usize),
             id: self.id.clone(),
+            valid_for: signing.valid_for(),
             ..PushOptions::default()
         }
     }
@@ -170,6 +230,8 @@ pub struct PushArgs {
     #[command(flatten)]
     pub canary: CanaryArgs,
     #[command(flatten)]
+    pub signing: SigningArgs,
+    #[command(flatten)]
     pub follow: FollowArgs,
 }
 
@@ -178,10 +240,12 @@ pub struct RollbackArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// The bundle's name, e.g. car-price.
-    #[arg(long, value_name = "NAME")]
-    pub bundle: String,
+    #[arg(long, value_name = "NAME", value_parser = parse_bundle_name)]
+    pub bundle: BundleName,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub signing: SigningArgs,
     #[command(flatten)]
     pub follow: FollowArgs,
 }
@@ -191,15 +255,28 @@ pub struct RemoveArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// The bundle's name, e.g. car-price.
-    #[arg(long, value_name = "NAME")]
-    pub bundle: String,
+    #[arg(long, value_name = "NAME", value_parser = parse_bundle_name)]
+    pub bundle: BundleName,
     /// The version to remove; it must not be the active one.
     #[arg(long, value_name = "V")]
     pub version: semver::Version,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
+    pub signing: SigningArgs,
+    #[command(flatten)]
     pub follow: FollowArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The first level of every topic: the appliances' mqtt.topic_prefix.
+    #[arg(long, default_value = "forecourt")]
+    pub prefix: String,
+    #[command(flatten)]
+    pub signing: SigningArgs,
 }
 
 #[derive(Debug, Args)]
@@ -221,7 +298,30 @@ pub fn run(command: FleetCommand) -> anyhow::Result<()> {
         FleetCommand::Rollback(args) => block_on(rollback(args)),
         FleetCommand::Remove(args) => block_on(remove(args)),
         FleetCommand::Status(args) => block_on(status(args)),
+        FleetCommand::Sign(args) => sign(args),
     }
+}
+
+/// The largest request `fleet sign` reads: a 64 MiB bundle in base64 and its JSON.
+const MAX_SIGNED_INPUT: u64 = 128 << 20;
+
+fn sign(args: SignArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let key = args.signing.key()?;
+    let target = args.target.target();
+    target.check()?;
+    let mut input = Vec::new();
+    std::io::stdin().take(MAX_SIGNED_INPUT + 1).read_to_end(&mut input)?;
+    anyhow::ensure!(input.len() as u64 <= MAX_SIGNED_INPUT, "the request on stdin is over {MAX_SIGNED_INPUT} bytes");
+    // Any JSON is signed as it is: the appliance checks the request's fields itself.
+    let request: serde_json::Value =
+        serde_json::from_slice(&input).map_err(|error| anyhow::anyhow!("the request on stdin is not JSON: {error}"))?;
+    let topic = target.topic(&Topics::new(&args.prefix));
+    let not_after = signed::unix_now() + args.signing.valid_for().as_secs();
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&signed::seal(&request, &topic, not_after, &key))?;
+    stdout.write_all(b"\n")?;
+    Ok(())
 }
 
 /// One thread is plenty for one MQTT session, and leaves the appliance's cores alone when
@@ -232,32 +332,38 @@ fn block_on(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result
 
 async fn push(args: PushArgs, bundle: BundleFile) -> anyhow::Result<()> {
     eprintln!("pushing {} {} ({} bytes, sha256 {})", bundle.name, bundle.version, bundle.size, &bundle.sha256[..12]);
-    let mut manager = FleetManager::connect(&args.broker.address()?, &args.broker.prefix).await?;
+    let key = args.signing.key()?;
+    let mut manager = args.broker.connect().await?;
     let policy = args.canary.policy();
-    let mut options = args.follow.options();
+    let mut options = args.follow.options(&args.signing);
     // A canary's outcome comes at the end of its window at the earliest.
     if let (Some(policy), None) = (&policy, args.follow.timeout) {
         options.timeout = Duration::from_secs(policy.window_secs) + DEFAULT_TIMEOUT;
     }
     let mut view = ProgressView::new();
-    let outcomes = manager.deploy(&args.target.target(), &bundle, policy, &options, |seen| view.observe(seen)).await;
+    let outcomes =
+        manager.deploy(&args.target.target(), &bundle, policy, &key, &options, |seen| view.observe(seen)).await;
     finish(manager, view, outcomes, options.expect).await
 }
 
 async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
-    let mut manager = FleetManager::connect(&args.broker.address()?, &args.broker.prefix).await?;
-    let options = args.follow.options();
+    let key = args.signing.key()?;
+    let mut manager = args.broker.connect().await?;
+    let options = args.follow.options(&args.signing);
     let mut view = ProgressView::new();
-    let outcomes = manager.rollback(&args.target.target(), &args.bundle, &options, |seen| view.observe(seen)).await;
+    let target = args.target.target();
+    let outcomes = manager.rollback(&target, &args.bundle, &key, &options, |seen| view.observe(seen)).await;
     finish(manager, view, outcomes, options.expect).await
 }
 
 async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
-    let mut manager = FleetManager::connect(&args.broker.address()?, &args.broker.prefix).await?;
-    let options = args.follow.options();
+    let key = args.signing.key()?;
+    let mut manager = args.broker.connect().await?;
+    let options = args.follow.options(&args.signing);
     let mut view = ProgressView::new();
     let target = args.target.target();
-    let outcomes = manager.remove(&target, &args.bundle, &args.version, &options, |seen| view.observe(seen)).await;
+    let outcomes =
+        manager.remove(&target, &args.bundle, &args.version, &key, &options, |seen| view.observe(seen)).await;
     finish(manager, view, outcomes, options.expect).await
 }
 
@@ -293,7 +399,7 @@ fn with_hint(error: ManagerError) -> anyhow::Error {
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let mut manager = FleetManager::connect(&args.broker.address()?, &args.broker.prefix).await?;
+    let mut manager = args.broker.connect().await?;
     let statuses = manager.statuses(DEFAULT_SETTLE).await;
     manager.disconnect().await;
     let statuses = statuses?;
@@ -309,6 +415,14 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 fn parse_broker(url: &str) -> Result<BrokerAddress, String> {
     BrokerAddress::parse(url)
+}
+
+fn parse_id(id: &str) -> Result<DeploymentId, String> {
+    DeploymentId::try_from(id)
+}
+
+fn parse_bundle_name(name: &str) -> Result<BundleName, String> {
+    BundleName::try_from(name.to_owned())
 }
 
 /// `60s`, `2m`, `500ms`, `1h`, or a sum such as `1m30s`; above zero.
@@ -623,7 +737,7 @@ mod tests {
 
     #[test]
     fn push_takes_a_target_and_a_canary_policy() {
-        let line = "push --broker mqtt://b:1884 --bundle c.fcb --group east --canary 10 --canary-window 2m \
+        let line = "push --broker mqtt://b:1884 --bundle c.fcb --key k.key --group east --canary 10 --canary-window 2m \
                     --max-p99-ms 50 --timeout 90s --expect 3";
         let FleetCommand::Push(args) = parse(line).unwrap() else { panic!() };
         assert_eq!(args.broker.broker, BrokerAddress { host: "b".to_owned(), port: 1884, tls: None });
@@ -632,23 +746,24 @@ mod tests {
         let policy = args.canary.policy().unwrap();
         assert_eq!((policy.share_percent, policy.window_secs, policy.max_p99_ms), (10.0, 120, 50.0));
         assert_eq!(policy.max_error_rate, CanaryPolicy::with_share(10.0).max_error_rate);
-        let options = args.follow.options();
+        let options = args.follow.options(&args.signing);
         assert_eq!((options.timeout, options.expect), (Duration::from_secs(90), Some(3)));
 
-        let FleetCommand::Push(args) = parse("push --broker mqtt://b --bundle c.fcb --device k1").unwrap() else {
+        let FleetCommand::Push(args) = parse("push --broker mqtt://b --bundle c.fcb --key k.key --device k1").unwrap()
+        else {
             panic!()
         };
         assert_eq!(args.canary.policy(), None);
-        assert_eq!(args.follow.options().timeout, Duration::from_secs(60));
+        assert_eq!(args.follow.options(&args.signing).timeout, Duration::from_secs(60));
 
         for bad in [
-            "push --broker mqtt://b --bundle c.fcb",
-            "push --broker mqtt://b --bundle c.fcb --device k1 --group east",
-            "push --broker mqtt://b --bundle c.fcb --device k1 --expect 2",
-            "push --broker mqtt://b --bundle c.fcb --group east --expect 0",
-            "push --broker mqtt://b --bundle c.fcb --device k1 --max-p99-ms 50",
-            "push --broker http://b --bundle c.fcb --device k1",
-            "push --broker mqtt://b --bundle c.fcb --device k1 --timeout 60",
+            "push --broker mqtt://b --bundle c.fcb --key k.key",
+            "push --broker mqtt://b --bundle c.fcb --key k.key --device k1 --group east",
+            "push --broker mqtt://b --bundle c.fcb --key k.key --device k1 --expect 2",
+            "push --broker mqtt://b --bundle c.fcb --key k.key --group east --expect 0",
+            "push --broker mqtt://b --bundle c.fcb --key k.key --device k1 --max-p99-ms 50",
+            "push --broker http://b --bundle c.fcb --key k.key --device k1",
+            "push --broker mqtt://b --bundle c.fcb --key k.key --device k1 --timeout 60",
         ] {
             assert!(parse(bad).is_err(), "{bad} should be refused");
         }
@@ -657,14 +772,29 @@ mod tests {
     #[test]
     fn rollback_remove_and_status_parse() {
         let FleetCommand::Remove(args) =
-            parse("remove --broker mqtt://b --bundle car-price --version 1.2.0 --device k1").unwrap()
+            parse("remove --broker mqtt://b --bundle car-price --key k.key --version 1.2.0 --device k1").unwrap()
         else {
             panic!()
         };
         assert_eq!((args.bundle.as_str(), args.version.to_string()), ("car-price", "1.2.0".to_owned()));
-        assert!(parse("remove --broker mqtt://b --bundle car-price --version one --device k1").is_err());
+        assert!(parse("remove --broker mqtt://b --bundle car-price --key k.key --version one --device k1").is_err());
+        assert!(
+            parse("remove --broker mqtt://b --bundle car-price --version 1.2.0 --device k1").is_err(),
+            "--key is required"
+        );
+        assert!(parse("rollback --broker mqtt://b --bundle ../x --key k.key --device k1").is_err());
+        assert!(parse("rollback --broker mqtt://b --bundle car-price --key k.key --device k1 --id ..").is_err());
+        let FleetCommand::Rollback(args) = parse(
+            "rollback --broker mqtt://b --bundle car-price --key k.key --device k1 --valid-for 10m --username fleet",
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(args.follow.options(&args.signing).valid_for, Duration::from_secs(600));
+        assert_eq!(args.broker.username.as_deref(), Some("fleet"));
+        assert!(parse("status --broker mqtt://b --password-file p").is_err(), "a password file needs a user name");
         assert!(matches!(
-            parse("rollback --broker mqtt://b --bundle car-price --group east --prefix fc").unwrap(),
+            parse("rollback --broker mqtt://b --bundle car-price --key k.key --group east --prefix fc").unwrap(),
             FleetCommand::Rollback(RollbackArgs { broker: BrokerArgs { ref prefix, .. }, .. }) if prefix == "fc"
         ));
         assert!(matches!(

@@ -113,6 +113,7 @@ impl Fleet {
     /// Activates the preferred versions and ends interrupted deployments, queueing their
     /// outcomes.
     pub async fn restore(&self, registry: &Registry) -> Result<(), StoreError> {
+        self.state.prune(&self.config.retention()).await;
         for outcome in self.state.restore(registry, &self.device).await? {
             tracing::warn!(deployment = %outcome.deployment, step = outcome.step.as_str(), "a deployment was interrupted by the restart");
             let topic = self.topics.deployment(&self.device, &outcome.deployment);
@@ -154,6 +155,8 @@ impl Fleet {
             dirs: self.dirs.clone(),
             max_request_bytes: self.config.max_incoming_packet_bytes(),
             changed: Arc::clone(&changed),
+            download: self.config.download_limits(),
+            retention: self.config.retention(),
         });
         let (queue, jobs) = Deployer::queue();
         let mut tasks = vec![event_loop, tokio::spawn(deployer.clone().run(jobs))];
@@ -161,7 +164,7 @@ impl Fleet {
             let link = link.clone();
             async move {
                 while let Some(request) = requests.recv().await {
-                    if deployer.receive(&request.payload, &queue).await {
+                    if deployer.receive(request.payload.clone(), &request.topic, &queue).await {
                         link.acknowledge(&request).await;
                     }
                 }

@@ -2,9 +2,12 @@
 //! appliance runs stand-alone (no fleet client starts).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::deploy::DownloadLimits;
+use super::state::Retention;
 use crate::config::{ConfigError, check_range};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +53,14 @@ pub struct MqttConfig {
     /// Reconnection backoff: the first wait, doubled after each failure up to the maximum.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// A bundle download by URL: the time to connect, and to download it all. A server
+    /// that never answers holds the deployment queue no longer than the latter.
+    pub download_connect_timeout_secs: u64,
+    pub download_timeout_secs: u64,
+    /// Finished deployment records kept (each answers a repeated request with its
+    /// outcome): at most this many, none older than the age below.
+    pub deployment_records_max: usize,
+    pub deployment_records_max_age_days: u64,
 }
 
 impl Default for MqttConfig {
@@ -70,6 +81,10 @@ impl Default for MqttConfig {
             outbox_capacity: 10_000,
             reconnect_min_ms: 250,
             reconnect_max_ms: 30_000,
+            download_connect_timeout_secs: 10,
+            download_timeout_secs: 300,
+            deployment_records_max: 1000,
+            deployment_records_max_age_days: 30,
         }
     }
 }
@@ -158,6 +173,15 @@ impl MqttConfig {
         check_range("mqtt.outbox_capacity", self.outbox_capacity, 10, 10_000_000)?;
         check_range("mqtt.reconnect_min_ms", self.reconnect_min_ms, 10, 60_000)?;
         check_range("mqtt.reconnect_max_ms", self.reconnect_max_ms, self.reconnect_min_ms, 3_600_000)?;
+        check_range("mqtt.download_connect_timeout_secs", self.download_connect_timeout_secs, 1, 300)?;
+        check_range(
+            "mqtt.download_timeout_secs",
+            self.download_timeout_secs,
+            self.download_connect_timeout_secs,
+            86_400,
+        )?;
+        check_range("mqtt.deployment_records_max", self.deployment_records_max, 10, 1_000_000)?;
+        check_range("mqtt.deployment_records_max_age_days", self.deployment_records_max_age_days, 1, 3650)?;
         Ok(())
     }
 
@@ -195,7 +219,22 @@ impl MqttConfig {
         Ok(())
     }
 
-    /// The largest packet the client accepts: the bundle in base64 plus room for the JSON.
+    pub fn download_limits(&self) -> DownloadLimits {
+        DownloadLimits {
+            connect: Duration::from_secs(self.download_connect_timeout_secs),
+            total: Duration::from_secs(self.download_timeout_secs),
+        }
+    }
+
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_age: Duration::from_secs(self.deployment_records_max_age_days * 86_400),
+            max_records: self.deployment_records_max,
+        }
+    }
+
+    /// The largest packet the client accepts, and the largest request: the bundle in
+    /// base64 plus room for the signed envelope's JSON.
     pub fn max_incoming_packet_bytes(&self) -> usize {
         let bundle = (self.max_bundle_mib as usize) << 20;
         bundle / 3 * 4 + (64 << 10)

@@ -23,9 +23,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 
 use super::error::DeployError;
-use super::messages::{Action, BundleSource, CanaryPolicy, Progress, Reason, ReasonCode, Request, Step};
+use super::messages::{Action, BundleSource, CanaryPolicy, DeploymentId, Progress, Reason, ReasonCode, Request, Step};
 use super::outbox::{Kind, Outbox, Queued};
-use super::state::{DeploymentRecord, Dirs, FleetState, Preference, now};
+use super::signed::{self, Refusal};
+use super::state::{DeploymentRecord, Dirs, FleetState, Preference, Retention};
 use super::topics::Topics;
 use crate::bundle::{Bundle, Registry, archive};
 use crate::store::{AuditKind, Store};
@@ -64,11 +65,15 @@ pub struct Context {
     pub max_request_bytes: usize,
     /// Notified whenever the active or canary versions change (the status follows).
     pub changed: Arc<Notify>,
+    /// Bundle downloads by URL.
+    pub download: DownloadLimits,
+    /// How long and how many deployment records are kept.
+    pub retention: Retention,
 }
 
 #[derive(Debug)]
 struct RunningCanary {
-    deployment: String,
+    deployment: DeploymentId,
     version: Version,
     stop: Arc<Notify>,
 }
@@ -90,21 +95,29 @@ impl Deployer {
         mpsc::channel(QUEUE)
     }
 
-    /// Takes one incoming request: answers malformed, oversized and repeated requests at
-    /// once, records a new one as received and queues it. Returns whether the request is
-    /// taken care of (answered, or recorded): only then may the caller acknowledge it to
-    /// the broker, which otherwise delivers it again.
-    pub async fn receive(&self, payload: &[u8], queue: &mpsc::Sender<Job>) -> bool {
+    /// Takes one incoming request, arrived on `topic`: opens its signed envelope (off the
+    /// async threads: verifying hashes the whole payload), answers refused, oversized and
+    /// repeated requests at once, records a new one as received and queues it. Returns
+    /// whether the request is taken care of (answered, or recorded): only then may the
+    /// caller acknowledge it to the broker, which otherwise delivers it again.
+    pub async fn receive(&self, payload: bytes::Bytes, topic: &str, queue: &mpsc::Sender<Job>) -> bool {
         if payload.len() > self.context.max_request_bytes {
             let error = DeployError::TooLarge { size: payload.len(), max: self.context.max_request_bytes };
-            self.reject_unparsed(lenient_id(payload), error.reason()).await;
+            self.refuse(Refusal { claimed: None, authentic: false, reason: error.reason() }).await;
             return true;
         }
-        let request = match Request::parse(payload) {
-            Ok(request) => request,
-            Err((id, reason)) => {
-                self.reject_unparsed(id, reason).await;
+        let keys = self.context.registry.loader().trusted_keys().cloned();
+        let arrived_on = topic.to_owned();
+        let opened = blocking(move || signed::open(&payload, &arrived_on, keys.as_ref(), signed::unix_now())).await;
+        let request = match opened {
+            Ok(Ok(request)) => request,
+            Ok(Err(refusal)) => {
+                self.refuse(refusal).await;
                 return true;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot open a deployment request");
+                return false;
             }
         };
         match self.context.state.deployment(request.id()) {
@@ -121,17 +134,7 @@ impl Deployer {
                 return false;
             }
         }
-        let mut record = DeploymentRecord {
-            id: request.id().to_owned(),
-            action: request.action(),
-            step: Step::Received,
-            bundle: bundle_name(&request),
-            version: None,
-            previous: None,
-            started: now(),
-            updated: now(),
-            outcome: None,
-        };
+        let mut record = DeploymentRecord::new(request.id().clone(), request.action(), bundle_name(&request));
         if let Err(error) = self.step(&mut record, Step::Received, None).await {
             tracing::error!(%error, deployment = %record.id, "cannot record a deployment request");
             return false;
@@ -148,15 +151,18 @@ impl Deployer {
             let error = DeployError::Busy(format!("{QUEUE} deployments are already waiting"));
             self.finish(&mut record, Step::Rejected, Some(error.reason()), None).await;
         }
+        self.context.state.prune(&self.context.retention).await;
         true
     }
 
     async fn execute(&self, job: Job) {
         let Job { request, mut record } = job;
+        // Named here, never after the remote id: nothing a message says becomes a path.
+        let scratch = self.context.dirs.staging.join(uuid::Uuid::now_v7().to_string());
         let result = match request {
-            Request::Deploy { bundle, canary, .. } => self.deploy(&mut record, bundle, canary).await,
-            Request::Rollback { bundle, .. } => self.rollback(&mut record, &bundle).await,
-            Request::Remove { bundle, version, .. } => self.remove(&mut record, &bundle, &version).await,
+            Request::Deploy { bundle, canary, .. } => self.deploy(&mut record, bundle, canary, &scratch).await,
+            Request::Rollback { bundle, .. } => self.rollback(&mut record, bundle.as_str()).await,
+            Request::Remove { bundle, version, .. } => self.remove(&mut record, bundle.as_str(), &version).await,
         };
         if let Err(error) = result {
             tracing::warn!(deployment = %record.id, %error, "deployment request failed");
@@ -169,7 +175,11 @@ impl Deployer {
             }
             self.finish(&mut record, Step::Rejected, Some(error.reason()), None).await;
         }
-        let _ = std::fs::remove_dir_all(self.context.dirs.staging.join(&record.id));
+        if let Err(error) = std::fs::remove_dir_all(&scratch)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, dir = %scratch.display(), "cannot clean a staging folder up");
+        }
     }
 
     async fn deploy(
@@ -177,14 +187,15 @@ impl Deployer {
         record: &mut DeploymentRecord,
         source: BundleSource,
         canary: Option<CanaryPolicy>,
+        scratch: &Path,
     ) -> Result<(), DeployError> {
         let inner = &*self.context;
         if inner.registry.loader().trusted_keys().is_none() {
             return Err(DeployError::NoTrustedKeys);
         }
         // A download is capped at the bundle limit; an inline bundle already was, by the request's.
-        let bytes = fetch(source, inner.max_request_bytes / 4 * 3).await?;
-        let scratch = inner.dirs.staging.join(&record.id);
+        let bytes = fetch(source, inner.max_request_bytes / 4 * 3, inner.download).await?;
+        let scratch = scratch.to_owned();
         let dir = blocking(move || unpack(&bytes, &scratch)).await??;
         let loader = inner.registry.loader().clone();
         let verified = blocking(move || loader.verify(&dir)).await??;
@@ -478,7 +489,7 @@ impl Deployer {
     }
 
     /// The running canary of `name`: its version and deployment.
-    fn canary_of(&self, name: &str) -> Option<(Version, String)> {
+    fn canary_of(&self, name: &str) -> Option<(Version, DeploymentId)> {
         self.lock_canaries().get(name).map(|running| (running.version.clone(), running.deployment.clone()))
     }
 
@@ -530,22 +541,50 @@ impl Deployer {
         }
     }
 
-    /// A request that could not be parsed: rejected under its id, or a made-up one.
-    async fn reject_unparsed(&self, id: Option<String>, reason: Reason) {
-        let id = id.unwrap_or_else(|| format!("invalid-{}", uuid::Uuid::now_v7()));
-        tracing::warn!(deployment = %id, reason = %reason.message, "deployment request refused");
-        let mut record = DeploymentRecord {
-            id,
-            action: Action::Deploy,
-            step: Step::Received,
-            bundle: None,
-            version: None,
-            previous: None,
-            started: now(),
-            updated: now(),
-            outcome: None,
+    /// A request refused before it was taken: answered under its claimed id where that is
+    /// safe (else under an id made here), logged and audited always.
+    ///
+    /// Only an authentic (signed) request is recorded, so that it is answered with the same
+    /// outcome when repeated; anything else is not, so a forgery can neither take the id of
+    /// a real request nor fill the records. It is answered on its claimed id's topic only
+    /// while no real request has that id, so it cannot put a false outcome on a real
+    /// deployment's topic either.
+    async fn refuse(&self, refusal: Refusal) {
+        let Refusal { claimed, authentic, reason } = refusal;
+        let answer_on = match &claimed {
+            Some(id) => match self.context.state.deployment(id) {
+                Ok(None) => Some(id.clone()),
+                Ok(Some(record)) if authentic => {
+                    if let Some(outcome) = record.outcome {
+                        self.publish(&outcome).await;
+                    }
+                    return;
+                }
+                _ => None,
+            },
+            None => None,
         };
-        self.finish(&mut record, Step::Rejected, Some(reason), None).await;
+        let record_id = answer_on.clone().unwrap_or_else(|| DeploymentId::generate("refused-"));
+        tracing::warn!(deployment = %record_id, claimed = ?claimed.as_ref().map(DeploymentId::as_str), code = ?reason.code,
+            reason = %reason.message, "deployment request refused");
+        let mut record = DeploymentRecord::new(record_id, Action::Deploy, None);
+        let progress = record.progress(&self.context.device, Step::Rejected, Some(reason.clone()), None, true);
+        self.audit(
+            AuditKind::DeploymentFinished,
+            json!({"deployment": record.id, "step": Step::Rejected, "refused": true, "claimed_id": claimed,
+                   "authentic": authentic, "reason": reason}),
+        )
+        .await;
+        metrics::counter!(names::FLEET_DEPLOYMENTS, "action" => "unknown", "outcome" => "refused").increment(1);
+        if authentic {
+            record.step = Step::Rejected;
+            record.outcome = Some(progress.clone());
+            if let Err(error) = self.context.state.save(&record).await {
+                tracing::error!(%error, deployment = %record.id, "cannot record a refused request");
+            }
+            self.context.state.prune(&self.context.retention).await;
+        }
+        self.publish(&progress).await;
     }
 
     async fn audit(&self, kind: AuditKind, details: Value) {
@@ -566,47 +605,54 @@ fn action_str(action: Action) -> &'static str {
 fn bundle_name(request: &Request) -> Option<String> {
     match request {
         Request::Deploy { .. } => None,
-        Request::Rollback { bundle, .. } | Request::Remove { bundle, .. } => Some(bundle.clone()),
+        Request::Rollback { bundle, .. } | Request::Remove { bundle, .. } => Some(bundle.to_string()),
     }
 }
 
-/// The id of a request too large to parse in full, if it has a readable one.
-fn lenient_id(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: String,
-    }
-    serde_json::from_slice::<IdOnly>(payload)
-        .ok()
-        .map(|only| only.id)
-        .filter(|id| super::messages::check_id(id).is_ok())
-}
-
-/// The `.fcb` bytes of a request, checked against its sha256.
-async fn fetch(source: BundleSource, max_bytes: usize) -> Result<Vec<u8>, DeployError> {
-    let bytes = match (&source.inline, &source.url) {
-        (Some(inline), _) => base64::engine::general_purpose::STANDARD
-            .decode(inline.as_bytes())
-            .map_err(|error| DeployError::Transfer(format!("`bundle.inline` is not base64: {error}")))?,
-        (None, Some(url)) => {
-            let url = url.clone();
-            blocking(move || download(&url, max_bytes)).await??
+/// The `.fcb` bytes of a request, checked against its sha256. Decoding and hashing tens of
+/// MiB run off the async threads.
+async fn fetch(source: BundleSource, max_bytes: usize, limits: DownloadLimits) -> Result<Vec<u8>, DeployError> {
+    blocking(move || {
+        let bytes = match (&source.inline, &source.url) {
+            (Some(inline), _) => base64::engine::general_purpose::STANDARD
+                .decode(inline.as_bytes())
+                .map_err(|error| DeployError::Transfer(format!("`bundle.inline` is not base64: {error}")))?,
+            (None, Some(url)) => download(url, max_bytes, limits)?,
+            (None, None) => return Err(DeployError::Transfer("the request carries no bundle".to_owned())),
+        };
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if !actual.eq_ignore_ascii_case(&source.sha256) {
+            return Err(DeployError::Transfer(format!(
+                "the bundle's sha256 is {actual}, not {} as the request says",
+                source.sha256
+            )));
         }
-        (None, None) => return Err(DeployError::Transfer("the request carries no bundle".to_owned())),
-    };
-    let actual = hex::encode(Sha256::digest(&bytes));
-    if !actual.eq_ignore_ascii_case(&source.sha256) {
-        return Err(DeployError::Transfer(format!(
-            "the bundle's sha256 is {actual}, not {} as the request says",
-            source.sha256
-        )));
-    }
-    Ok(bytes)
+        Ok(bytes)
+    })
+    .await?
 }
 
-fn download(url: &str, max_bytes: usize) -> Result<Vec<u8>, DeployError> {
+/// How long a bundle download by URL may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadLimits {
+    /// To open the connection (`mqtt.download_connect_timeout_secs`).
+    pub connect: Duration,
+    /// For the whole download, from resolving the name to the last byte
+    /// (`mqtt.download_timeout_secs`): a server that never answers, or trickles, cannot
+    /// hold the deployment queue longer.
+    pub total: Duration,
+}
+
+fn download(url: &str, max_bytes: usize, limits: DownloadLimits) -> Result<Vec<u8>, DeployError> {
     let failed = |error: ureq::Error| DeployError::Transfer(format!("cannot download {url}: {error}"));
-    let mut response = ureq::get(url).call().map_err(failed)?;
+    // The scheme was checked with the request (`http` only: this build has no TLS client).
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(limits.connect))
+        .timeout_global(Some(limits.total))
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().map_err(failed)?;
     response.body_mut().with_config().limit(max_bytes as u64).read_to_vec().map_err(failed)
 }
 
@@ -642,4 +688,49 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|error| DeployError::Internal(format!("a deployment step panicked: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and never answers, holding each socket open.
+    fn silent_server() -> (String, std::thread::JoinHandle<()>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/bundle.fcb", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            // Held until the client gives up and closes its end.
+            let _ = std::io::Read::read_to_end(&mut &socket, &mut Vec::new());
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn a_download_that_never_answers_ends_at_the_total_timeout() {
+        let (url, server) = silent_server();
+        let limits = DownloadLimits { connect: Duration::from_secs(1), total: Duration::from_millis(500) };
+        let started = Instant::now();
+        let error = download(&url, 1 << 20, limits).unwrap_err();
+        assert!(matches!(error, DeployError::Transfer(_)), "{error}");
+        assert!(error.to_string().contains(&url), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn inline_bundles_are_decoded_and_checked_against_their_sha256() {
+        let limits = DownloadLimits { connect: Duration::from_secs(1), total: Duration::from_secs(1) };
+        let sha256 = hex::encode(Sha256::digest(b"fcb"));
+        let source = |inline: &str, sha256: &str| BundleSource {
+            inline: Some(inline.to_owned()),
+            url: None,
+            sha256: sha256.to_owned(),
+        };
+        assert_eq!(fetch(source("ZmNi", &sha256), 1 << 20, limits).await.unwrap(), b"fcb");
+        let garbage = fetch(source("!!not base64!!", &sha256), 1 << 20, limits).await.unwrap_err();
+        assert!(garbage.to_string().contains("not base64"), "{garbage}");
+        let wrong = fetch(source("ZmNi", &"0".repeat(64)), 1 << 20, limits).await.unwrap_err();
+        assert_eq!(wrong.reason().code, ReasonCode::TransferFailed);
+    }
 }

@@ -19,6 +19,12 @@ use tokio::sync::{Mutex, mpsc, watch};
 use super::config::{BrokerAddress, MqttConfig};
 use crate::telemetry::names;
 
+/// Requests handed to the intake and not yet taken; the event loop waits beyond it. Every
+/// request taken is acknowledged through rumqttc's own request queue (64), which
+/// therefore never fills with acks (at most this many plus the publisher's and the
+/// status's one message each), so the waiting event loop cannot deadlock with the intake.
+const REQUESTS: usize = 8;
+
 /// The state of the connection, as the event loop last saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Connection {
@@ -57,7 +63,7 @@ pub struct Link {
 pub struct Started {
     pub link: Link,
     /// Deployment requests as they arrive; acknowledge each with [`Link::acknowledge`].
-    pub requests: mpsc::UnboundedReceiver<Publish>,
+    pub requests: mpsc::Receiver<Publish>,
     pub event_loop: tokio::task::JoinHandle<()>,
 }
 
@@ -79,10 +85,12 @@ impl Link {
             .set_keep_alive(Duration::from_secs(config.keep_alive_secs))
             .set_clean_session(false)
             .set_manual_acks(true)
-            // rumqttc fails the whole connection on a packet over its limit, and the broker
-            // would then deliver the same packet again: the transport limit sits well above
-            // the policy limit, which the deployer answers with a `too_large` outcome.
-            .set_max_packet_size(config.max_incoming_packet_bytes() * 2, 16 << 20)
+            // The policy's limit, exactly: rumqttc refuses a larger packet from its header,
+            // before reading it. It fails the connection doing so, and the next connection
+            // is then a clean session so the broker drops the packet instead of delivering
+            // it forever (see `Driver::run`); a broker whose `message_size_limit` matches
+            // never sends one.
+            .set_max_packet_size(config.max_incoming_packet_bytes(), 16 << 20)
             .set_last_will(LastWill::new(topics.status(device), last_will, QoS::AtLeastOnce, true));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             options.set_credentials(user, password);
@@ -90,7 +98,7 @@ impl Link {
         let (client, event_loop) = AsyncClient::new(options, 64);
         let (connection_tx, connection) = watch::channel(Connection::default());
         let (deliveries_tx, deliveries) = mpsc::unbounded_channel();
-        let (requests_tx, requests) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::channel(REQUESTS);
         let subscriptions: Vec<String> = std::iter::once(topics.device_deploy(device))
             .chain(config.groups.iter().map(|group| topics.group_deploy(group)))
             .collect();
@@ -165,7 +173,7 @@ struct Driver {
     client: AsyncClient,
     connection: watch::Sender<Connection>,
     deliveries: mpsc::UnboundedSender<Delivery>,
-    requests: mpsc::UnboundedSender<Publish>,
+    requests: mpsc::Sender<Publish>,
     subscriptions: Vec<String>,
     backoff: Backoff,
     broker: String,
@@ -175,9 +183,15 @@ impl Driver {
     async fn run(mut self, mut event_loop: EventLoop) {
         loop {
             match event_loop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(connack))) => self.connected(connack.session_present),
+                Ok(Event::Incoming(Packet::ConnAck(connack))) => {
+                    // Back to a persistent session from the next connection on.
+                    event_loop.mqtt_options.set_clean_session(false);
+                    self.connected(connack.session_present);
+                }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    if self.requests.send(publish).is_err() {
+                    // Waits while the intake is behind: back-pressure, not loss. The broker
+                    // sends no more than its in-flight window of unacknowledged requests.
+                    if self.requests.send(publish).await.is_err() {
                         return;
                     }
                 }
@@ -193,6 +207,17 @@ impl Driver {
                 }
                 Ok(_) => {}
                 Err(rumqttc::ConnectionError::RequestsDone) => return,
+                Err(rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+                ))) => {
+                    // The broker would deliver the same packet again on a resumed session, and
+                    // fail it again: once, start a clean session to make it drop the packet.
+                    tracing::error!(broker = %self.broker, size, limit = event_loop.mqtt_options.max_packet_size(),
+                        "the broker sent a packet over mqtt.max_bundle_mib; reconnecting with a clean session to drop it \
+                         (set the broker's message_size_limit to keep such packets from devices)");
+                    event_loop.mqtt_options.set_clean_session(true);
+                    self.disconnected();
+                }
                 Err(error) => {
                     let first = self.connection.borrow().up || self.connection.borrow().generation == 0;
                     self.disconnected();

@@ -23,8 +23,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{BrokerAddress, check_topic_level};
-use super::messages::{Action, BundleSource, CanaryPolicy, Progress, Request, Status};
+use super::messages::{Action, BundleName, BundleSource, CanaryPolicy, DeploymentId, Progress, Request, Status};
+use super::signed;
 use super::topics::Topics;
+use crate::bundle::signature::PrivateKey;
 use crate::bundle::{MANIFEST_FILE, Manifest};
 
 /// The largest `.fcb` a deployment carries inline: the appliances' default `mqtt.max_bundle_mib`.
@@ -96,14 +98,15 @@ pub enum Target {
 }
 
 impl Target {
-    fn topic(&self, topics: &Topics) -> String {
+    /// The deploy topic of the target: what a request for it is signed for.
+    pub fn topic(&self, topics: &Topics) -> String {
         match self {
             Self::Device(device) => topics.device_deploy(device),
             Self::Group(group) => topics.group_deploy(group),
         }
     }
 
-    fn check(&self) -> Result<(), ManagerError> {
+    pub fn check(&self) -> Result<(), ManagerError> {
         match self {
             Self::Device(device) => check_name("device id", device),
             Self::Group(group) => check_name("group", group),
@@ -120,14 +123,39 @@ pub struct PushOptions {
     /// retained statuses are not all at the broker yet.
     pub expect: Option<usize>,
     /// The deployment id; a new UUIDv7 when unset.
-    pub id: Option<String>,
+    pub id: Option<DeploymentId>,
     /// The quiet spell that ends the collection of retained statuses.
     pub settle: Duration,
+    /// How long after publishing the signed request may still be carried out (an offline
+    /// device's persistent session may deliver it later); after that devices refuse it.
+    pub valid_for: Duration,
 }
+
+/// The default of [`PushOptions::valid_for`].
+pub const DEFAULT_VALID_FOR: Duration = Duration::from_secs(3600);
 
 impl Default for PushOptions {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(60), expect: None, id: None, settle: DEFAULT_SETTLE }
+        Self {
+            timeout: Duration::from_secs(60),
+            expect: None,
+            id: None,
+            settle: DEFAULT_SETTLE,
+            valid_for: DEFAULT_VALID_FOR,
+        }
+    }
+}
+
+/// A user name and password for brokers that ask for them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
     }
 }
 
@@ -473,7 +501,11 @@ pub struct FleetManager {
 impl FleetManager {
     /// Connects with a fresh client id and a clean session: the manager's subscriptions
     /// last as long as one command, and nothing should be queued for it in between.
-    pub async fn connect(broker: &BrokerAddress, prefix: &str) -> Result<Self, ManagerError> {
+    pub async fn connect(
+        broker: &BrokerAddress,
+        prefix: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<Self, ManagerError> {
         check_name("topic prefix", prefix)?;
         let label = broker.label();
         let client_id = format!("forecourt-fleet-{}", uuid::Uuid::now_v7());
@@ -485,6 +517,9 @@ impl FleetManager {
             .set_clean_session(true)
             .set_keep_alive(KEEP_ALIVE)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        if let Some(credentials) = credentials {
+            options.set_credentials(&credentials.username, &credentials.password);
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         eventloop.network_options.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
         first_connack(&mut eventloop)
@@ -522,37 +557,40 @@ impl FleetManager {
         target: &Target,
         bundle: &BundleFile,
         canary: Option<CanaryPolicy>,
+        signer: &PrivateKey,
         options: &PushOptions,
         observer: impl FnMut(Observation<'_>),
     ) -> Result<Vec<DeviceOutcome>, ManagerError> {
         let request = Request::Deploy { id: deployment_id(options), bundle: bundle.source(), canary };
-        self.execute(target, request, options, observer).await
+        self.execute(target, request, signer, options, observer).await
     }
 
     /// Makes the version that was active before the current one of `bundle` active again.
     pub async fn rollback(
         &mut self,
         target: &Target,
-        bundle: &str,
+        bundle: &BundleName,
+        signer: &PrivateKey,
         options: &PushOptions,
         observer: impl FnMut(Observation<'_>),
     ) -> Result<Vec<DeviceOutcome>, ManagerError> {
-        let request = Request::Rollback { id: deployment_id(options), bundle: bundle.to_owned() };
-        self.execute(target, request, options, observer).await
+        let request = Request::Rollback { id: deployment_id(options), bundle: bundle.clone() };
+        self.execute(target, request, signer, options, observer).await
     }
 
     /// Unloads the inactive `version` of `bundle` and deletes its files.
+    #[allow(clippy::too_many_arguments)]
     pub async fn remove(
         &mut self,
         target: &Target,
-        bundle: &str,
+        bundle: &BundleName,
         version: &semver::Version,
+        signer: &PrivateKey,
         options: &PushOptions,
         observer: impl FnMut(Observation<'_>),
     ) -> Result<Vec<DeviceOutcome>, ManagerError> {
-        let request =
-            Request::Remove { id: deployment_id(options), bundle: bundle.to_owned(), version: version.clone() };
-        self.execute(target, request, options, observer).await
+        let request = Request::Remove { id: deployment_id(options), bundle: bundle.clone(), version: version.clone() };
+        self.execute(target, request, signer, options, observer).await
     }
 
     /// Says goodbye to the broker, so it does not wait a keep-alive to drop the session.
@@ -566,6 +604,7 @@ impl FleetManager {
         &mut self,
         target: &Target,
         request: Request,
+        signer: &PrivateKey,
         options: &PushOptions,
         mut observer: impl FnMut(Observation<'_>),
     ) -> Result<Vec<DeviceOutcome>, ManagerError> {
@@ -573,7 +612,7 @@ impl FleetManager {
         check_request(&request)?;
         let statuses = self.statuses(options.settle).await?;
         let expected = self.expected(target, &statuses, options.expect, &mut observer)?;
-        let deployment = request.id().to_owned();
+        let deployment = request.id().to_string();
         let action = request.action();
         let progress_filter = self.topics.all_deployments(&deployment);
         // Subscribed before publishing: a fast device's first steps must not be missed.
@@ -582,9 +621,10 @@ impl FleetManager {
         observer(Observation::Publishing { deployment: &deployment, topic: &topic, expected: &expected });
         let started = Instant::now();
         let deadline = started + options.timeout;
-        self.publish(&topic, &request, deadline, options.timeout).await?;
+        let payload = seal(&request, &topic, signer, options.valid_for)?;
         // The inline bundle is tens of MiB; nothing needs it once the broker has it.
         drop(request);
+        self.publish(&topic, payload, deadline, options.timeout).await?;
 
         let mut tracker = Tracker::new(action, &expected, options.expect);
         while !tracker.is_done() {
@@ -655,11 +695,10 @@ impl FleetManager {
     async fn publish(
         &mut self,
         topic: &str,
-        request: &Request,
+        payload: Vec<u8>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(), ManagerError> {
-        let payload = serde_json::to_vec(request).map_err(|error| ManagerError::InvalidRequest(error.to_string()))?;
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
@@ -731,8 +770,14 @@ impl Drop for FleetManager {
     }
 }
 
-fn deployment_id(options: &PushOptions) -> String {
-    options.id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+fn deployment_id(options: &PushOptions) -> DeploymentId {
+    options.id.clone().unwrap_or_else(|| DeploymentId::generate(""))
+}
+
+/// The signed envelope of `request` for `topic`, valid for `valid_for` from now.
+pub fn seal(request: &Request, topic: &str, signer: &PrivateKey, valid_for: Duration) -> Result<Vec<u8>, ManagerError> {
+    let request = serde_json::to_value(request).map_err(|error| ManagerError::InvalidRequest(error.to_string()))?;
+    Ok(signed::seal(&request, topic, signed::unix_now() + valid_for.as_secs(), signer))
 }
 
 #[cfg(test)]
@@ -943,16 +988,17 @@ mod tests {
     #[test]
     fn requests_the_appliance_would_refuse_are_not_published() {
         let sha256 = "a".repeat(64);
-        let deploy = |id: &str, canary| Request::Deploy {
-            id: id.to_owned(),
+        let id = |id: &str| DeploymentId::try_from(id).unwrap();
+        let deploy = |canary| Request::Deploy {
+            id: id("d1"),
             bundle: BundleSource { inline: Some("AAAA".to_owned()), url: None, sha256: sha256.clone() },
             canary,
         };
-        check_request(&deploy("d1", Some(CanaryPolicy::with_share(10.0)))).unwrap();
-        let error = check_request(&deploy("d1", Some(CanaryPolicy::with_share(150.0)))).unwrap_err();
+        check_request(&deploy(Some(CanaryPolicy::with_share(10.0)))).unwrap();
+        let error = check_request(&deploy(Some(CanaryPolicy::with_share(150.0)))).unwrap_err();
         assert!(error.to_string().contains("share_percent"), "{error}");
-        assert!(check_request(&deploy("a/b", None)).is_err());
-        check_request(&Request::Rollback { id: "r1".to_owned(), bundle: "car-price".to_owned() }).unwrap();
+        let bundle = BundleName::try_from("car-price".to_owned()).unwrap();
+        check_request(&Request::Rollback { id: id("r1"), bundle }).unwrap();
         assert!(Target::Group("east/west".into()).check().is_err());
         assert!(Target::Device("kiosk+".into()).check().is_err());
     }
@@ -977,7 +1023,7 @@ mod tests {
         drop(listener);
         let broker = BrokerAddress { host: "127.0.0.1".to_owned(), port, tls: None };
         let started = std::time::Instant::now();
-        let error = FleetManager::connect(&broker, "forecourt").await.unwrap_err();
+        let error = FleetManager::connect(&broker, "forecourt", None).await.unwrap_err();
         assert_eq!(error.to_string(), format!("cannot reach the broker at 127.0.0.1:{port}: connection refused"));
         assert!(started.elapsed() < CONNECT_TIMEOUT);
     }
@@ -994,7 +1040,7 @@ mod tests {
             }
         });
         let broker = BrokerAddress { host: "127.0.0.1".to_owned(), port, tls: None };
-        let error = FleetManager::connect(&broker, "forecourt").await.unwrap_err();
+        let error = FleetManager::connect(&broker, "forecourt", None).await.unwrap_err();
         assert!(error.to_string().contains("no answer within 5 s"), "{error}");
     }
 }

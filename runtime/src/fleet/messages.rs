@@ -2,10 +2,109 @@
 //! appliance and the fleet manager (`forecourt fleet`), so the two cannot drift apart.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::check_topic_level;
+use crate::bundle::check_bundle_name;
+
+/// The longest deployment id.
+pub const MAX_ID_LEN: usize = 64;
+
+/// A deployment id: 1 to 64 ASCII letters, digits, '-' or '_'. It names a topic level
+/// (`<prefix>/<device>/deployments/<id>`) and a key in the store, so it can never be a
+/// path segment such as `..`, a topic wildcard, or a control character. Parsed once, at the
+/// message boundary: nothing else in the fleet sees an unchecked id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeploymentId(String);
+
+impl DeploymentId {
+    /// A new id made here (a UUIDv7): the manager's default, and the appliance's own name
+    /// for what arrived without a usable id.
+    pub fn generate(prefix: &str) -> Self {
+        Self(format!("{prefix}{}", uuid::Uuid::now_v7()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DeploymentId {
+    type Error = String;
+
+    fn try_from(id: String) -> Result<Self, String> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(allowed) {
+            return Err(format!(
+                "the deployment id {} must be 1 to {MAX_ID_LEN} ASCII letters, digits, '-' or '_'",
+                excerpt(&id)
+            ));
+        }
+        Ok(Self(id))
+    }
+}
+
+impl TryFrom<&str> for DeploymentId {
+    type Error = String;
+
+    fn try_from(id: &str) -> Result<Self, String> {
+        Self::try_from(id.to_owned())
+    }
+}
+
+impl From<DeploymentId> for String {
+    fn from(id: DeploymentId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A bundle name taken from a message: the manifests' rule ([`check_bundle_name`]), so it
+/// is always one plain folder name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BundleName(String);
+
+impl BundleName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BundleName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        check_bundle_name(&name).map_err(|message| format!("the bundle name {message}"))?;
+        Ok(Self(name))
+    }
+}
+
+impl From<BundleName> for String {
+    fn from(name: BundleName) -> Self {
+        name.0
+    }
+}
+
+impl fmt::Display for BundleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A hostile value, quoted for a message: escaped, and cut to 80 characters.
+pub fn excerpt(value: &str) -> String {
+    let count = value.chars().count();
+    let head: String = value.chars().take(80).collect();
+    if count > 80 { format!("{head:?}… ({count} characters)") } else { format!("{head:?}") }
+}
 
 /// Fleet -> device, on `<prefix>/<device>/deploy` or `<prefix>/groups/<group>/deploy` (QoS 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,19 +112,19 @@ use super::config::check_topic_level;
 pub enum Request {
     /// Install a bundle and make it active (or a canary).
     Deploy {
-        id: String,
+        id: DeploymentId,
         bundle: BundleSource,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         canary: Option<CanaryPolicy>,
     },
     /// Make the version that was active before the current one active again.
-    Rollback { id: String, bundle: String },
+    Rollback { id: DeploymentId, bundle: BundleName },
     /// Unload an inactive version and delete its files.
-    Remove { id: String, bundle: String, version: semver::Version },
+    Remove { id: DeploymentId, bundle: BundleName, version: semver::Version },
 }
 
 impl Request {
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &DeploymentId {
         match self {
             Self::Deploy { id, .. } | Self::Rollback { id, .. } | Self::Remove { id, .. } => id,
         }
@@ -40,19 +139,23 @@ impl Request {
     }
 
     /// Parses a request, naming the offending field in the error. The deployment id is
-    /// returned alongside when it could be read, so that even a malformed request gets its
+    /// returned alongside when it is a valid one, so that even a malformed request gets its
     /// rejection on its own deployment topic.
-    pub fn parse(payload: &[u8]) -> Result<Self, (Option<String>, Reason)> {
+    pub fn parse(payload: &[u8]) -> Result<Self, (Option<DeploymentId>, Reason)> {
         let value: serde_json::Value = serde_json::from_slice(payload)
             .map_err(|error| (None, Reason::new(ReasonCode::MalformedRequest, format!("not JSON: {error}"))))?;
-        let id = value.get("id").and_then(|id| id.as_str()).filter(|id| check_id(id).is_ok()).map(str::to_owned);
+        Self::from_value(&value)
+    }
+
+    /// [`parse`](Self::parse) of JSON already read.
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, (Option<DeploymentId>, Reason)> {
+        let id = readable_id(value);
         let malformed = |message: String| (id.clone(), Reason::new(ReasonCode::MalformedRequest, message));
-        let request: Request = serde_path_to_error::deserialize(&value).map_err(|error| {
+        let request: Request = serde_path_to_error::deserialize(value).map_err(|error| {
             let path = error.path().to_string();
             let field = if path == "." { String::new() } else { format!("`{path}`: ") };
             malformed(format!("{field}{}", error.inner()))
         })?;
-        check_id(request.id()).map_err(|message| malformed(format!("`id`: {message}")))?;
         if let Self::Deploy { bundle, canary, .. } = &request {
             bundle.validate().map_err(malformed)?;
             if let Some(canary) = canary {
@@ -63,9 +166,9 @@ impl Request {
     }
 }
 
-/// A deployment id: one topic level (it names `<prefix>/<device>/deployments/<id>`).
-pub fn check_id(id: &str) -> Result<(), String> {
-    check_topic_level("id", id).map_err(|error| error.message)
+/// The `id` of a request's JSON, when it is a valid deployment id.
+pub fn readable_id(value: &serde_json::Value) -> Option<DeploymentId> {
+    value.get("id")?.as_str().and_then(|id| DeploymentId::try_from(id).ok())
 }
 
 /// What a request asks for.
@@ -84,7 +187,8 @@ pub struct BundleSource {
     /// The `.fcb` file, standard base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline: Option<String>,
-    /// An `http://` URL the appliance downloads the `.fcb` from.
+    /// An `http://` URL the appliance downloads the `.fcb` from (the only scheme: this
+    /// build has no TLS client for downloads; the sha256 is what makes it safe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Lowercase hex sha256 of the `.fcb` file.
@@ -100,8 +204,31 @@ impl BundleSource {
         if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err("`bundle.sha256`: must be 64 hex digits".to_owned());
         }
+        if let Some(url) = &self.url {
+            check_download_url(url).map_err(|message| format!("`bundle.url`: {message}"))?;
+        }
         Ok(())
     }
+}
+
+/// The longest URL a request may name.
+const MAX_URL_LEN: usize = 2048;
+
+/// A download URL: `http://host[:port]/path`, at most 2048 characters.
+fn check_download_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_URL_LEN {
+        return Err(format!("{} is over {MAX_URL_LEN} characters", excerpt(url)));
+    }
+    let uri: axum::http::Uri = url.parse().map_err(|error| format!("{} is not a URL: {error}", excerpt(url)))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("scheme {} is not allowed; only http", excerpt(other))),
+        None => return Err(format!("{} has no scheme; use http://host/path", excerpt(url))),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{} has no host", excerpt(url)));
+    }
+    Ok(())
 }
 
 /// A canary: `share_percent` of the bundle's requests go to the new version for
@@ -218,6 +345,7 @@ pub enum ReasonCode {
     /// The `.fcb` does not match the request's sha256, or could not be fetched.
     TransferFailed,
     /// Unsigned, signed by an untrusted key, or a bad signature; or no keys are configured.
+    /// For a request itself also: signed for another target, or expired.
     Untrusted,
     /// A file does not match the manifest's sha256.
     Tampered,
@@ -370,7 +498,7 @@ mod tests {
             r#"{{"action":"deploy","id":"d1","bundle":{{"inline":"AAAA","sha256":"{SHA}"}},"canary":{{"share_percent":10}}}}"#
         );
         let Request::Deploy { id, canary, .. } = Request::parse(payload.as_bytes()).unwrap() else { panic!() };
-        assert_eq!(id, "d1");
+        assert_eq!(id.as_str(), "d1");
         assert_eq!(canary.unwrap(), CanaryPolicy::with_share(10.0));
     }
 
@@ -381,7 +509,7 @@ mod tests {
         assert_eq!((id, reason.code), (None, ReasonCode::MalformedRequest));
 
         let (id, reason) = reject(r#"{"action":"deploy","id":"d2","bundle":{"sha256":"x"}}"#);
-        assert_eq!(id.as_deref(), Some("d2"));
+        assert_eq!(id.as_ref().map(DeploymentId::as_str), Some("d2"));
         assert!(reason.message.contains("inline"), "{}", reason.message);
 
         let (_, reason) = reject(&format!(
@@ -398,6 +526,58 @@ mod tests {
 
         let (_, reason) = reject(r#"{"action":"explode","id":"d5"}"#);
         assert!(reason.message.contains("explode"), "{}", reason.message);
+    }
+
+    #[test]
+    fn ids_and_bundle_names_can_never_be_a_path_or_a_topic_wildcard() {
+        for good in ["d1", "rollout_2", "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", &"x".repeat(64)] {
+            assert_eq!(DeploymentId::try_from(good).unwrap().as_str(), good);
+        }
+        let huge = "y".repeat(10_000);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "a\\b",
+            "%2e%2e",
+            "a.b",
+            "+",
+            "#",
+            "\0",
+            "tab\t",
+            "é",
+            &"x".repeat(65),
+            &huge,
+        ] {
+            let error = DeploymentId::try_from(bad).unwrap_err();
+            assert!(error.len() < 200, "a hostile value is quoted short: {error}");
+        }
+        let json = serde_json::json!({"action": "rollback", "id": "..", "bundle": "car-price"});
+        assert_eq!(Request::from_value(&json).unwrap_err().0, None);
+        for bad in ["..", "../etc", "Car", "a/b", "", &"n".repeat(65)] {
+            assert!(BundleName::try_from(bad.to_owned()).is_err(), "{bad:?}");
+        }
+        let json = serde_json::json!({"action": "rollback", "id": "r1", "bundle": "../.."});
+        let (id, reason) = Request::from_value(&json).unwrap_err();
+        assert_eq!((id.unwrap().as_str(), reason.code), ("r1", ReasonCode::MalformedRequest));
+        assert!(reason.message.contains("bundle"), "{}", reason.message);
+    }
+
+    #[test]
+    fn a_bundle_url_must_be_http() {
+        check_download_url("http://10.0.0.5:8080/car-price-1.1.0.fcb").unwrap();
+        for bad in [
+            "https://h/x.fcb",
+            "file:///etc/passwd",
+            "ftp://h/x",
+            "/x.fcb",
+            "http:///x",
+            &format!("http://h/{}", "a".repeat(3000)),
+        ] {
+            assert!(check_download_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

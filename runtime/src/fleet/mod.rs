@@ -7,6 +7,7 @@
 //! - [`agent`]: the appliance's side: opens the fleet's state at every start (deployed
 //!   bundles, interrupted deployments) and, with a broker configured, runs the link and
 //!   the tasks around it.
+//! - [`signed`]: the signed envelope every request comes in (target, expiry, key).
 //! - [`link`]: the rumqttc connection: Last Will, persistent session, backoff, publishing
 //!   confirmed by PUBACK.
 //! - [`deploy`]: carries a request through its steps to one outcome; [`error`] maps every
@@ -27,6 +28,7 @@ pub mod link;
 pub mod manager;
 pub mod messages;
 pub mod outbox;
+pub mod signed;
 pub mod state;
 pub mod topics;
 

@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::messages::{Action, Progress, Reason, ReasonCode, Step};
+use super::messages::{Action, DeploymentId, Progress, Reason, ReasonCode, Step};
 use crate::bundle::Registry;
-use crate::store::{Store, StoreError, Table};
+use crate::store::{Store, StoreError, Table, TableOp};
 
 /// One deployment request and how far it got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
-    pub id: String,
+    pub id: DeploymentId,
     pub action: Action,
     pub step: Step,
     pub bundle: Option<String>,
@@ -32,6 +32,21 @@ pub struct DeploymentRecord {
 }
 
 impl DeploymentRecord {
+    /// A request just received.
+    pub fn new(id: DeploymentId, action: Action, bundle: Option<String>) -> Self {
+        Self {
+            id,
+            action,
+            step: Step::Received,
+            bundle,
+            version: None,
+            previous: None,
+            started: now(),
+            updated: now(),
+            outcome: None,
+        }
+    }
+
     pub fn is_final(&self) -> bool {
         self.step.is_final()
     }
@@ -46,7 +61,7 @@ impl DeploymentRecord {
         is_final: bool,
     ) -> Progress {
         Progress {
-            deployment: self.id.clone(),
+            deployment: self.id.to_string(),
             device: device.to_owned(),
             action: self.action,
             step,
@@ -68,6 +83,16 @@ pub struct Preference {
     pub active: Version,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<Version>,
+}
+
+/// How long and how many finished deployment records are kept (`mqtt.deployment_records_max_age_days`,
+/// `mqtt.deployment_records_max`). A record is what answers a repeated request with its
+/// outcome instead of running it again, so the age must exceed the longest validity of a
+/// signed request (the manager's `--valid-for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: std::time::Duration,
+    pub max_records: usize,
 }
 
 /// Folders of the fleet inside the data folder.
@@ -100,12 +125,46 @@ impl FleetState {
         Ok(Self { deployments: store.table("fleet-deployments")?, preferences: store.table("fleet-preferences")? })
     }
 
-    pub fn deployment(&self, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
-        self.deployments.get(id.as_bytes())?.map(|bytes| decode(&bytes, "deployment")).transpose()
+    pub fn deployment(&self, id: &DeploymentId) -> Result<Option<DeploymentRecord>, StoreError> {
+        self.deployments.get(id.as_str().as_bytes())?.map(|bytes| decode(&bytes, "deployment")).transpose()
     }
 
     pub async fn save(&self, record: &DeploymentRecord) -> Result<(), StoreError> {
-        self.deployments.put(record.id.as_bytes(), encode(record)?).await
+        self.deployments.put(record.id.as_str().as_bytes(), encode(record)?).await
+    }
+
+    /// Deletes finished deployment records older than `retention.max_age`, then the
+    /// oldest finished ones beyond `retention.max_records`. Records of deployments still
+    /// running are kept whatever their age. Failures are logged: pruning again later is
+    /// as good.
+    pub async fn prune(&self, retention: &Retention) {
+        if let Err(error) = self.try_prune(retention, crate::store::now_unix_ms()).await {
+            tracing::error!(%error, "cannot prune the deployment records");
+        }
+    }
+
+    async fn try_prune(&self, retention: &Retention, now_ms: u64) -> Result<usize, StoreError> {
+        let max_age_ms = u64::try_from(retention.max_age.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = crate::store::rfc3339_millis(now_ms.saturating_sub(max_age_ms));
+        let mut finished: Vec<(String, DeploymentId)> = self
+            .deployments()?
+            .into_iter()
+            .filter(DeploymentRecord::is_final)
+            .map(|record| (record.updated, record.id))
+            .collect();
+        // RFC 3339 UTC with a fixed width sorts by time.
+        finished.sort();
+        let total = self.deployments.len();
+        let expired = finished.iter().take_while(|(updated, _)| *updated < cutoff).count();
+        let over = total.saturating_sub(expired).saturating_sub(retention.max_records);
+        let doomed: Vec<TableOp> = finished
+            .into_iter()
+            .take(expired + over)
+            .map(|(_, id)| TableOp::Remove(id.as_str().as_bytes().to_vec()))
+            .collect();
+        let count = doomed.len();
+        self.deployments.apply(doomed).await?;
+        Ok(count)
     }
 
     fn deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
@@ -220,4 +279,45 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt { what: format!("fleet {what}: {error}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{StoreConfig, now_unix_ms, rfc3339_millis};
+
+    fn record(id: &str, step: Step, updated_ms: u64) -> DeploymentRecord {
+        let id = DeploymentId::try_from(id).unwrap();
+        DeploymentRecord {
+            step,
+            updated: rfc3339_millis(updated_ms),
+            ..DeploymentRecord::new(id, Action::Deploy, None)
+        }
+    }
+
+    #[tokio::test]
+    async fn finished_records_are_pruned_by_age_then_count_and_running_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let state = FleetState::open(&store).unwrap();
+        let now = now_unix_ms();
+        let day = 86_400_000;
+        for (id, step, age_days) in [
+            ("ancient", Step::Active, 40),
+            ("old-running", Step::Staged, 40),
+            ("a", Step::Rejected, 3),
+            ("b", Step::Active, 2),
+            ("c", Step::Removed, 1),
+        ] {
+            state.save(&record(id, step, now - age_days * day)).await.unwrap();
+        }
+        let retention = Retention { max_age: Duration::from_secs(30 * 86_400), max_records: 3 };
+        assert_eq!(state.try_prune(&retention, now).await.unwrap(), 2);
+        let kept = |id: &str| state.deployment(&DeploymentId::try_from(id).unwrap()).unwrap().is_some();
+        assert!(!kept("ancient") && !kept("a"), "too old, then the oldest over the count");
+        assert!(kept("old-running") && kept("b") && kept("c"), "running ones stay whatever their age");
+        assert_eq!(state.try_prune(&retention, now).await.unwrap(), 0);
+    }
 }

@@ -63,6 +63,32 @@ impl FleetKit {
         &self.keys_dir
     }
 
+    /// The fleet's private key, which the appliances of [`FleetKit::appliance`] trust: what
+    /// `forecourt fleet push|rollback|remove --key` signs requests with.
+    pub fn key(&self) -> &Path {
+        &self.key
+    }
+
+    /// `request` (any JSON, hostile ones too) in the envelope `forecourt fleet sign` makes
+    /// with the kit's key for `device`'s deploy topic, plus `extra` options (e.g.
+    /// `--valid-for`): the payload to publish.
+    pub fn signed_request(&self, device: &str, request: &[u8], extra: &[&str]) -> Vec<u8> {
+        let mut child = Command::new(forecourt_binary())
+            .args(["fleet", "sign", "--device", device, "--key"])
+            .arg(&self.key)
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("forecourt runs");
+        // `fleet sign` reads all of stdin before it writes: writing first cannot deadlock.
+        let _ = std::io::Write::write_all(&mut child.stdin.take().expect("stdin is piped"), request);
+        let output = child.wait_with_output().expect("forecourt runs");
+        assert!(output.status.success(), "forecourt fleet sign failed: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
+    }
+
     /// car-price at `version`, packed into a `.fcb` as `packaging` says.
     pub fn package(&self, version: &str, packaging: Packaging) -> PathBuf {
         let name = format!("car-price-{version}-{packaging:?}");

@@ -18,7 +18,7 @@ pub use bundles::{
     sha256_hex, write_hostile_bundle,
 };
 pub use fleet::{FleetKit, Packaging, SHIPPED, forecourt, succeed};
-pub use mqtt::{Broker, Message, Subscription};
+pub use mqtt::{Broker, Message, Subscription, User};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tls::{TestCertificates, certificate_serial, served_certificate_serial};
 pub use tokens::{add_token, token_command};

@@ -73,23 +73,57 @@ pub struct Broker {
     stopped: Vec<(Weak<Link>, u64)>,
     /// The TLS listener's port, when the broker has one ([`Broker::start_with_tls`]).
     tls_port: Option<u16>,
+    /// Users, passwords and an ACL, when the broker takes no anonymous clients
+    /// ([`Broker::start_locked_down`]).
+    auth: Option<Auth>,
+}
+
+/// A locked-down broker's users and ACL. The harness's own clients ([`Broker::subscribe`],
+/// [`Broker::publish`]) connect as `admin`.
+#[derive(Debug, Clone)]
+struct Auth {
+    admin: User,
+    acl: String,
+}
+
+/// An MQTT user name and password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+impl User {
+    pub fn new(name: &str, password: &str) -> Self {
+        Self { name: name.to_owned(), password: password.to_owned() }
+    }
 }
 
 impl Broker {
     /// Installs Mosquitto and its clients if needed, starts a broker on a free port and
     /// waits until it accepts TCP connections.
     pub fn start() -> Broker {
-        Self::launch(false)
+        Self::launch(false, None, &[])
     }
 
     /// [`Broker::start`], with a second listener over TLS ([`Broker::tls_url`]) whose
     /// certificate (for 127.0.0.1) a private CA ([`Broker::ca_file`]) signed, both made with
     /// the `openssl` command line.
     pub fn start_with_tls() -> Broker {
-        Self::launch(true)
+        Self::launch(true, None, &[])
     }
 
-    fn launch(tls: bool) -> Broker {
+    /// [`Broker::start`] as a production broker is set up: no anonymous clients, each user
+    /// with a password (`mosquitto_passwd`), and `acl` (the text of a Mosquitto ACL file)
+    /// deciding who reads and writes which topics. The harness's own clients connect as
+    /// `admin`, which must be one of `users`.
+    pub fn start_locked_down(acl: &str, users: &[User], admin: &User) -> Broker {
+        assert!(users.contains(admin), "the admin is one of the users");
+        let auth = Auth { admin: admin.clone(), acl: acl.to_owned() };
+        Self::launch(false, Some(auth), users)
+    }
+
+    fn launch(tls: bool, auth: Option<Auth>, users: &[User]) -> Broker {
         let dir = temp_dir();
         let mut broker = Broker {
             port: 0,
@@ -99,9 +133,13 @@ impl Broker {
             links: Mutex::new(Vec::new()),
             stopped: Vec::new(),
             tls_port: None,
+            auth,
         };
         if tls {
             broker.make_certificates();
+        }
+        if broker.auth.is_some() {
+            broker.write_users(users);
         }
         // A free port can be taken by another process between our probe and mosquitto's bind:
         // then another port will do.
@@ -267,11 +305,29 @@ impl Broker {
     /// after this returns is received. Panics if the broker refuses it or does not answer
     /// (it must be running).
     pub fn subscribe(&self, filter: &str) -> Subscription {
-        let subscription = Subscription::connect(self.port, filter);
+        let admin = self.auth.as_ref().map(|auth| &auth.admin);
+        self.try_subscribe(filter, admin)
+            .unwrap_or_else(|refused| panic!("the broker on port {} refused {filter:?}: {refused}", self.port))
+    }
+
+    /// A subscriber to `filter` connected as `user`; `Err` with the SUBACK's codes when the
+    /// broker refuses the subscription.
+    pub fn subscribe_as(&self, user: &User, filter: &str) -> Result<Subscription, String> {
+        self.try_subscribe(filter, Some(user))
+    }
+
+    fn try_subscribe(&self, filter: &str, user: Option<&User>) -> Result<Subscription, String> {
+        let subscription = Subscription::connect(self.port, filter, user)?;
         let mut links = self.links.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         links.retain(|link| link.strong_count() > 0);
         links.push(Arc::downgrade(&subscription.link));
-        subscription
+        Ok(subscription)
+    }
+
+    /// [`Broker::publish`] as `user` (not retained). Mosquitto acknowledges a publish the
+    /// ACL denies like any other (MQTT 3.1.1 has no way to say no) and drops it.
+    pub fn publish_as(&self, user: &User, topic: &str, payload: &[u8]) {
+        self.mosquitto_pub_as(Some(user), &["-t", topic, "-q", "1", "-s"], payload);
     }
 
     /// Publishes `payload` to `topic` at QoS 1 with the real `mosquitto_pub` client (the
@@ -290,8 +346,14 @@ impl Broker {
     }
 
     fn mosquitto_pub(&self, args: &[&str], stdin: &[u8]) {
+        self.mosquitto_pub_as(self.auth.as_ref().map(|auth| &auth.admin), args, stdin);
+    }
+
+    fn mosquitto_pub_as(&self, user: Option<&User>, args: &[&str], stdin: &[u8]) {
+        let credentials = user.map(|user| ["-u", &user.name, "-P", &user.password]);
         let mut child = Command::new("mosquitto_pub")
             .args(["-h", HOST, "-p", &self.port.to_string()])
+            .args(credentials.iter().flatten())
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -366,8 +428,43 @@ impl Broker {
                 dir.join("server.key").display()
             )
         });
-        let config = config + &tls.unwrap_or_default();
+        let auth = self.auth.as_ref().map(|_| {
+            format!(
+                "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+                self.dir.path().join("passwd").display(),
+                self.dir.path().join("acl").display()
+            )
+        });
+        // Mosquitto takes the last `allow_anonymous` of a listener's settings.
+        let config = config + &tls.unwrap_or_default() + &auth.unwrap_or_default();
         std::fs::write(self.config_path(), config).expect("the configuration can be written");
+    }
+
+    /// The password file (made with the real `mosquitto_passwd`) and the ACL file, readable
+    /// by the `mosquitto` user the broker drops to.
+    fn write_users(&self, users: &[User]) {
+        use std::os::unix::fs::PermissionsExt;
+        let auth = self.auth.as_ref().expect("a locked-down broker");
+        // mosquitto_passwd comes with the broker's package.
+        mosquitto_binary();
+        let passwd = self.dir.path().join("passwd");
+        for (index, user) in users.iter().enumerate() {
+            let create: &[&str] = if index == 0 { &["-c"] } else { &[] };
+            let status = Command::new("mosquitto_passwd")
+                .args(create)
+                .arg("-b")
+                .arg(&passwd)
+                .args([&user.name, &user.password])
+                .stdout(Stdio::null())
+                .status()
+                .expect("mosquitto_passwd runs");
+            assert!(status.success(), "mosquitto_passwd failed for {}", user.name);
+        }
+        let acl = self.dir.path().join("acl");
+        std::fs::write(&acl, &auth.acl).expect("the ACL can be written");
+        for file in [&passwd, &acl] {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).expect("chmod works");
+        }
     }
 
     /// Starts one mosquitto process and waits until it accepts connections.
@@ -529,7 +626,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    fn connect(port: u16, filter: &str) -> Subscription {
+    fn connect(port: u16, filter: &str, user: Option<&User>) -> Result<Subscription, String> {
         let number = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
         let client_id = format!("forecourt-testkit-{}-{port}-{number}", std::process::id());
         let mut options = MqttOptions::new(client_id.clone(), HOST, port);
@@ -537,6 +634,9 @@ impl Subscription {
         // Mosquitto keeps its subscription and queues the QoS 1 messages it misses. rumqttc's
         // default limit is 10 KiB, far too small for deployment requests.
         options.set_clean_session(false).set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        if let Some(user) = user {
+            options.set_credentials(&user.name, &user.password);
+        }
         let (client, connection) = rumqttc::Client::new(options, 10);
         let link = Arc::new(Link {
             client_id,
@@ -562,10 +662,10 @@ impl Subscription {
         };
         let state = subscription.link.wait(SUBSCRIBE_TIMEOUT, |state| state.subscribed || state.refused.is_some());
         if let Some(refused) = &state.refused {
-            panic!("the broker on port {port} refused the subscription to {filter:?}: {refused}");
+            return Err(refused.clone());
         }
         assert!(state.subscribed, "no SUBACK for {filter:?} from port {port} within {SUBSCRIBE_TIMEOUT:?}: {state:?}");
-        subscription
+        Ok(subscription)
     }
 
     /// The topic filter.
