@@ -84,7 +84,6 @@ pub async fn authenticate(State(state): State<AuthLayerState>, mut request: Requ
     let authorization = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
     let caller = Caller(state.authenticator.authenticate(authorization));
     request.extensions_mut().insert(caller);
-    request.extensions_mut().insert(state.audit);
     next.run(request).await
 }
 
@@ -106,8 +105,16 @@ pub async fn rate_limit(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Route middleware: the caller must hold `permission`.
-pub async fn authorize(State(permission): State<Permission>, request: Request, next: Next) -> Response {
+/// What one route's [`authorize`] needs: its permission, and where denials are audited.
+#[derive(Debug, Clone)]
+pub struct RouteGuard {
+    pub permission: Permission,
+    pub audit: DenialAudit,
+}
+
+/// Route middleware: the caller must hold the route's permission.
+pub async fn authorize(State(guard): State<RouteGuard>, request: Request, next: Next) -> Response {
+    let RouteGuard { permission, audit } = guard;
     if permission == Permission::Open {
         return next.run(request).await;
     }
@@ -134,12 +141,10 @@ pub async fn authorize(State(permission): State<Permission>, request: Request, n
     };
     metrics::counter!(names::AUTH_DENIALS, "reason" => reason).increment(1);
     tracing::info!(status = status.as_u16(), reason, token, path, remote, "request denied");
-    if let Some(audit) = request.extensions().get::<DenialAudit>() {
-        audit.record(json!({
-            "status": status.as_u16(), "reason": reason, "token_id": token, "method": request.method().as_str(),
-            "path": truncate(&path, 200), "remote": remote, "needs": permission,
-        }));
-    }
+    audit.record(json!({
+        "status": status.as_u16(), "reason": reason, "token_id": token, "method": request.method().as_str(),
+        "path": truncate(&path, 200), "remote": remote, "needs": permission,
+    }));
     refusal.into_response(permission, path.starts_with("/v2"))
 }
 

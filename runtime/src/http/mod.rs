@@ -130,7 +130,8 @@ pub fn router(state: AppState, auth: AuthLayerState) -> Router {
     let server = Arc::clone(&state.config);
     let mut router = Router::new();
     for (path, permission, method_router) in routes() {
-        router = router.route(path, method_router.route_layer(from_fn_with_state(permission, auth::authorize)));
+        let guard = auth::RouteGuard { permission, audit: auth.audit.clone() };
+        router = router.route(path, method_router.route_layer(from_fn_with_state(guard, auth::authorize)));
     }
     let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state);
     // The stack around every route, outermost first, and why each layer sits where it does:
