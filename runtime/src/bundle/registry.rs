@@ -173,7 +173,9 @@ impl Registry {
         // Activation settles the name: a canary of it ends (promoted when it is this version).
         entry.canary = None;
         self.state.store(Arc::new(snapshot));
-        tracing::info!(bundle = name, %version, %previous, "bundle activated");
+        if previous != *version {
+            tracing::info!(bundle = name, %version, %previous, "bundle activated");
+        }
         Ok(previous)
     }
 

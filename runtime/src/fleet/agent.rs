@@ -114,11 +114,13 @@ impl Fleet {
     /// outcomes.
     pub async fn restore(&self, registry: &Registry) -> Result<(), StoreError> {
         self.state.prune(&self.config.retention()).await;
-        for outcome in self.state.restore(registry, &self.device).await? {
-            tracing::warn!(deployment = %outcome.deployment, step = outcome.step.as_str(), "a deployment was interrupted by the restart");
+        for mut record in self.state.restore(registry, &self.device).await? {
+            let Some(outcome) = record.outcome.as_ref() else { continue };
+            tracing::warn!(deployment = %outcome.deployment, step = outcome.step.as_str(), "queueing the outcome of a deployment the restart ended or a crash left unsent");
             let topic = self.topics.deployment(&self.device, &outcome.deployment);
-            let payload = serde_json::to_string(&outcome).unwrap_or_default();
+            let payload = serde_json::to_string(outcome).unwrap_or_default();
             self.outbox.push(Queued { kind: Kind::Deployment, topic, payload }).await?;
+            self.state.mark_queued(&mut record).await?;
         }
         Ok(())
     }

@@ -500,7 +500,7 @@ impl Deployer {
     /// Records a step and queues its message.
     async fn step(&self, record: &mut DeploymentRecord, step: Step, detail: Option<Value>) -> Result<(), DeployError> {
         let progress = record.progress(&self.context.device, step, None, detail, false);
-        tracing::info!(deployment = %record.id, step = step.as_str(), bundle = ?record.bundle, version = ?record.version, "deployment step");
+        tracing::info!(deployment = %record.id, step = step.as_str(), bundle = record.bundle.as_deref(), version = record.version.as_deref(), "deployment step");
         record.step = step;
         record.updated = progress.time.clone();
         self.context.state.save(record).await?;
@@ -514,22 +514,38 @@ impl Deployer {
         let progress = record.progress(&self.context.device, step, reason, detail, true);
         record.step = step;
         record.updated = progress.time.clone();
-        record.outcome = Some(progress.clone());
-        if let Err(error) = self.context.state.save(record).await {
-            tracing::error!(%error, deployment = %record.id, "cannot record a deployment's outcome");
-        }
+        self.record_outcome(record, &progress).await;
         let outcome = if progress.ok == Some(true) { "ok" } else { step.as_str() };
         metrics::counter!(names::FLEET_DEPLOYMENTS, "action" => action_str(record.action), "outcome" => outcome)
             .increment(1);
-        tracing::info!(deployment = %record.id, step = step.as_str(), bundle = ?record.bundle, version = ?record.version,
-            reason = ?progress.reason.as_ref().map(|reason| &reason.message), "deployment finished");
+        tracing::info!(deployment = %record.id, step = step.as_str(), bundle = record.bundle.as_deref(), version = record.version.as_deref(),
+            reason = progress.reason.as_ref().map(|reason| reason.message.as_str()), "deployment finished");
         self.audit(
             AuditKind::DeploymentFinished,
             json!({"deployment": record.id, "action": record.action, "step": step, "bundle": record.bundle,
                    "version": record.version, "reason": progress.reason}),
         )
         .await;
-        self.publish(&progress).await;
+        self.queue_outcome(record, &progress).await;
+    }
+
+    /// Records a deployment's outcome, not yet queued: a crash before
+    /// [`queue_outcome`](Self::queue_outcome) leaves it for the next start to queue (see
+    /// [`FleetState::restore`]), so no finished deployment goes unreported.
+    async fn record_outcome(&self, record: &mut DeploymentRecord, outcome: &Progress) {
+        record.outcome = Some(outcome.clone());
+        record.outcome_queued = false;
+        if let Err(error) = self.context.state.save(record).await {
+            tracing::error!(%error, deployment = %record.id, "cannot record a deployment's outcome");
+        }
+    }
+
+    /// Queues the recorded outcome, then records that it is queued.
+    async fn queue_outcome(&self, record: &mut DeploymentRecord, outcome: &Progress) {
+        self.publish(outcome).await;
+        if let Err(error) = self.context.state.mark_queued(record).await {
+            tracing::error!(%error, deployment = %record.id, "cannot record that a deployment's outcome is queued");
+        }
     }
 
     /// Queues a progress message on its deployment's topic.
@@ -565,7 +581,7 @@ impl Deployer {
             None => None,
         };
         let record_id = answer_on.clone().unwrap_or_else(|| DeploymentId::generate("refused-"));
-        tracing::warn!(deployment = %record_id, claimed = ?claimed.as_ref().map(DeploymentId::as_str), code = ?reason.code,
+        tracing::warn!(deployment = %record_id, claimed = claimed.as_ref().map(DeploymentId::as_str), code = ?reason.code,
             reason = %reason.message, "deployment request refused");
         let mut record = DeploymentRecord::new(record_id, Action::Deploy, None);
         let progress = record.progress(&self.context.device, Step::Rejected, Some(reason.clone()), None, true);
@@ -578,13 +594,12 @@ impl Deployer {
         metrics::counter!(names::FLEET_DEPLOYMENTS, "action" => "unknown", "outcome" => "refused").increment(1);
         if authentic {
             record.step = Step::Rejected;
-            record.outcome = Some(progress.clone());
-            if let Err(error) = self.context.state.save(&record).await {
-                tracing::error!(%error, deployment = %record.id, "cannot record a refused request");
-            }
+            self.record_outcome(&mut record, &progress).await;
+            self.queue_outcome(&mut record, &progress).await;
             self.context.state.prune(&self.context.retention).await;
+        } else {
+            self.publish(&progress).await;
         }
-        self.publish(&progress).await;
     }
 
     async fn audit(&self, kind: AuditKind, details: Value) {

@@ -29,6 +29,16 @@ pub struct DeploymentRecord {
     pub updated: String,
     /// The final message, published again when the same request arrives twice.
     pub outcome: Option<Progress>,
+    /// Whether `outcome` reached the outbox. The record and the outbox are two writes, so
+    /// a crash between them leaves this false and the next start queues the outcome
+    /// (at least once: a crash after the outbox write but before this one repeats it).
+    /// Records written before this field existed had theirs queued.
+    #[serde(default = "already_queued")]
+    pub outcome_queued: bool,
+}
+
+fn already_queued() -> bool {
+    true
 }
 
 impl DeploymentRecord {
@@ -44,6 +54,7 @@ impl DeploymentRecord {
             started: now(),
             updated: now(),
             outcome: None,
+            outcome_queued: false,
         }
     }
 
@@ -213,8 +224,10 @@ impl FleetState {
 
     /// After the bundles loaded: activates each name's preferred version (or, when it is
     /// gone, the previous one), and ends every deployment the restart interrupted. Returns
-    /// the final messages of those deployments, to publish.
-    pub async fn restore(&self, registry: &Registry, device: &str) -> Result<Vec<Progress>, StoreError> {
+    /// the finished deployments whose outcome is not queued yet (those it ended, and those
+    /// a crash stopped between recording and queueing their outcome): queue each, then
+    /// [`mark_queued`](Self::mark_queued).
+    pub async fn restore(&self, registry: &Registry, device: &str) -> Result<Vec<DeploymentRecord>, StoreError> {
         for (name, preference) in self.preferences()? {
             let candidates = std::iter::once(&preference.active).chain(preference.previous.as_ref());
             match candidates.into_iter().find(|version| registry.version(&name, version).is_some()) {
@@ -226,9 +239,25 @@ impl FleetState {
                 }
             }
         }
-        let active = registry.active_versions();
-        let mut outcomes = Vec::new();
-        for mut record in self.deployments()?.into_iter().filter(|record| !record.is_final()) {
+        self.end_interrupted(&registry.active_versions(), device).await
+    }
+
+    /// Ends every deployment still running (the restart interrupted it): active if its
+    /// version is what `active` serves, else rejected or rolled back. Returns those and
+    /// every finished deployment whose outcome is not queued yet.
+    async fn end_interrupted(
+        &self,
+        active: &BTreeMap<String, Version>,
+        device: &str,
+    ) -> Result<Vec<DeploymentRecord>, StoreError> {
+        let mut unqueued = Vec::new();
+        for mut record in self.deployments()? {
+            if record.is_final() {
+                if !record.outcome_queued && record.outcome.is_some() {
+                    unqueued.push(record);
+                }
+                continue;
+            }
             let went_live = record.action == Action::Deploy
                 && record.bundle.as_ref().and_then(|name| active.get(name)).map(Version::to_string) == record.version;
             let (step, reason) = if went_live {
@@ -243,11 +272,18 @@ impl FleetState {
             let progress = record.progress(device, step, reason, None, true);
             record.step = step;
             record.updated = progress.time.clone();
-            record.outcome = Some(progress.clone());
+            record.outcome = Some(progress);
+            record.outcome_queued = false;
             self.save(&record).await?;
-            outcomes.push(progress);
+            unqueued.push(record);
         }
-        Ok(outcomes)
+        Ok(unqueued)
+    }
+
+    /// Records that a finished deployment's outcome is in the outbox.
+    pub async fn mark_queued(&self, record: &mut DeploymentRecord) -> Result<(), StoreError> {
+        record.outcome_queued = true;
+        self.save(record).await
     }
 }
 
@@ -295,6 +331,51 @@ mod tests {
             updated: rfc3339_millis(updated_ms),
             ..DeploymentRecord::new(id, Action::Deploy, None)
         }
+    }
+
+    #[tokio::test]
+    async fn a_restart_queues_every_outcome_not_queued_yet_and_ends_interrupted_deployments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let state = FleetState::open(&store).unwrap();
+        let now = now_unix_ms();
+        let finished = |id: &str, queued: bool| {
+            let mut record = record(id, Step::Rejected, now);
+            record.outcome = Some(record.progress("kiosk-1", Step::Rejected, None, None, true));
+            record.outcome_queued = queued;
+            record
+        };
+        // Crashed between recording the outcome and queueing it; fully done; and crashed
+        // after the commit point (live) or before it (not live).
+        state.save(&finished("unsent", false)).await.unwrap();
+        state.save(&finished("sent", true)).await.unwrap();
+        let running = |id: &str, version: &str| DeploymentRecord {
+            bundle: Some("car-price".to_owned()),
+            version: Some(version.to_owned()),
+            ..record(id, Step::SmokeTested, now)
+        };
+        state.save(&running("live", "1.2.0")).await.unwrap();
+        state.save(&running("not-live", "1.3.0")).await.unwrap();
+
+        let active = BTreeMap::from([("car-price".to_owned(), Version::new(1, 2, 0))]);
+        let mut ended = state.end_interrupted(&active, "kiosk-1").await.unwrap();
+        ended.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        let summary: Vec<_> = ended.iter().map(|r| (r.id.as_str(), r.outcome.as_ref().unwrap().step)).collect();
+        assert_eq!(summary, [("live", Step::Active), ("not-live", Step::Rejected), ("unsent", Step::Rejected)]);
+        assert!(ended.iter().all(|record| record.is_final() && !record.outcome_queued));
+
+        for mut record in ended {
+            state.mark_queued(&mut record).await.unwrap();
+        }
+        assert!(state.end_interrupted(&active, "kiosk-1").await.unwrap().is_empty(), "nothing twice once queued");
+    }
+
+    #[test]
+    fn records_written_before_the_queued_flag_count_as_queued() {
+        let mut old = serde_json::to_value(record("old", Step::Active, 0)).unwrap();
+        old.as_object_mut().unwrap().remove("outcome_queued");
+        let old: DeploymentRecord = serde_json::from_value(old).unwrap();
+        assert!(old.outcome_queued);
     }
 
     #[tokio::test]
