@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::auth::TokenId;
 use crate::bundle::{Bundle, InferenceError, Registry};
+use crate::error_code::ErrorCode;
 use crate::model::ModelError;
 use crate::plugin::PluginError;
 use crate::store::{PredictionRecord, Store, StoreError};
@@ -49,34 +50,36 @@ pub enum PipelineError {
 
 impl PipelineError {
     /// The stable error code of the API and fleet messages (api-shapes.md section 2).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::UnknownBundle { .. } | Self::UnknownVersion { .. } => "unknown_bundle",
-            Self::BatchTooLarge { .. } => "invalid_field",
+            Self::UnknownBundle { .. } | Self::UnknownVersion { .. } => ErrorCode::UnknownBundle,
+            Self::BatchTooLarge { .. } => ErrorCode::InvalidField,
             Self::Inference(error) => inference_code(error),
-            Self::Overloaded(_) => "overloaded",
-            Self::Store(_) | Self::Worker(_) => "internal_error",
+            Self::Overloaded(_) => ErrorCode::Overloaded,
+            Self::Store(_) | Self::Worker(_) => ErrorCode::InternalError,
         }
     }
 
     /// Whether the bundle version (or the appliance) is to blame, rather than the client or
     /// the load: what a canary's error rate counts.
     pub fn is_version_fault(&self) -> bool {
-        matches!(self.code(), "plugin_failed" | "model_failed" | "internal_error")
+        self.code().is_server_fault()
     }
 }
 
 /// The stable code of one instance's failure.
-pub fn inference_code(error: &InferenceError) -> &'static str {
+pub fn inference_code(error: &InferenceError) -> ErrorCode {
     match error {
         InferenceError::Input(input) => match input.code {
-            crate::plugin::InputErrorCode::MalformedJson | crate::plugin::InputErrorCode::NotAnObject => "invalid_json",
-            crate::plugin::InputErrorCode::MissingField => "missing_field",
-            _ => "invalid_field",
+            crate::plugin::InputErrorCode::MalformedJson | crate::plugin::InputErrorCode::NotAnObject => {
+                ErrorCode::InvalidJson
+            }
+            crate::plugin::InputErrorCode::MissingField => ErrorCode::MissingField,
+            _ => ErrorCode::InvalidField,
         },
-        InferenceError::Plugin(PluginError::Exhausted { .. }) => "overloaded",
-        InferenceError::Plugin(_) => "plugin_failed",
-        InferenceError::Model(_) | InferenceError::Batch(_) => "model_failed",
+        InferenceError::Plugin(PluginError::Exhausted { .. }) => ErrorCode::Overloaded,
+        InferenceError::Plugin(_) => ErrorCode::PluginFailed,
+        InferenceError::Model(_) | InferenceError::Batch(_) => ErrorCode::ModelFailed,
     }
 }
 
@@ -191,7 +194,7 @@ impl Pipeline {
         let metrics = self.metrics.of(&routed);
         let result = self.predict_on(&routed, &metrics, Asked { id, request, owner }, started).await;
         let seconds = started.elapsed().as_secs_f64();
-        metrics.request(result.as_ref().err().map(PipelineError::code), seconds);
+        metrics.request(result.as_ref().err().map(|error| error.code().as_str()), seconds);
         routed.stats().observe(result.as_ref().is_err_and(PipelineError::is_version_fault), seconds);
         result
     }
@@ -330,7 +333,7 @@ impl Pipeline {
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(error) => {
-                metrics.request(Some(error.code()), started.elapsed().as_secs_f64());
+                metrics.request(Some(error.code().as_str()), started.elapsed().as_secs_f64());
                 return Err(error);
             }
         };

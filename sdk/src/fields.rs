@@ -12,6 +12,9 @@ use crate::{ErrorCode, FieldSpec, FieldType, InputError};
 /// What every field can say about itself.
 pub trait Field: Sync {
     fn name(&self) -> &'static str;
+    /// Whether a request must carry the field (it has no default). Cheap: checked on every
+    /// request, where [`spec`](Self::spec) would build strings.
+    fn required(&self) -> bool;
     /// The field's description for `describe`.
     fn spec(&self) -> FieldSpec;
 }
@@ -33,12 +36,13 @@ fn missing(field: &str) -> InputError {
 
 fn wrong_type(field: &str, expected: &str, got: &Value) -> InputError {
     let got = match got {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        // The number itself says more than "a number" (`4.5` for a whole number).
+        Value::Number(number) => number.to_string(),
+        Value::Null => "null".to_owned(),
+        Value::Bool(_) => "a boolean".to_owned(),
+        Value::String(_) => "a string".to_owned(),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
     };
     input_error(ErrorCode::WrongType, field, format!("`{field}` must be {expected}, not {got}"))
 }
@@ -112,6 +116,10 @@ fn bound(value: f64) -> Option<f64> {
 impl Field for Number {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn required(&self) -> bool {
+        self.default.is_none()
     }
 
     fn spec(&self) -> FieldSpec {
@@ -192,6 +200,10 @@ impl Field for Integer {
         self.name
     }
 
+    fn required(&self) -> bool {
+        self.default.is_none()
+    }
+
     fn spec(&self) -> FieldSpec {
         FieldSpec {
             unit: self.unit.map(str::to_owned),
@@ -235,6 +247,10 @@ impl Flag {
 impl Field for Flag {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn required(&self) -> bool {
+        self.default.is_none()
     }
 
     fn spec(&self) -> FieldSpec {
@@ -294,6 +310,10 @@ impl Field for Category {
         self.name
     }
 
+    fn required(&self) -> bool {
+        self.default.is_none()
+    }
+
     fn spec(&self) -> FieldSpec {
         FieldSpec {
             categories: self.values.iter().map(|value| (*value).to_owned()).collect(),
@@ -342,6 +362,10 @@ impl Text {
 impl Field for Text {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn required(&self) -> bool {
+        self.default.is_none()
     }
 
     fn spec(&self) -> FieldSpec {
@@ -395,6 +419,10 @@ impl IntegerList {
 impl Field for IntegerList {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn required(&self) -> bool {
+        false
     }
 
     fn spec(&self) -> FieldSpec {

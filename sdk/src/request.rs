@@ -34,6 +34,17 @@ impl Request {
                 format!("`{unknown}` is not a field of this model; the fields are {}", known.join(", ")),
             ));
         }
+        // Every missing field at once, so a client fixes them in one round.
+        let mut missing = fields.iter().filter(|field| field.required() && !object.contains_key(field.name()));
+        if let Some(first) = missing.next() {
+            let mut names: Vec<String> =
+                std::iter::once(first).chain(missing).map(|f| format!("`{}`", f.name())).collect();
+            let message = match names.pop() {
+                Some(last) if !names.is_empty() => format!("{} and {last} are required", names.join(", ")),
+                _ => format!("`{}` is required", first.name()),
+            };
+            return Err(input_error(ErrorCode::MissingField, first.name(), message));
+        }
         Ok(Self { object })
     }
 
@@ -71,6 +82,17 @@ mod tests {
         assert_eq!(error.code, ErrorCode::UnknownField);
         assert_eq!(error.field.as_deref(), Some("milage"));
         assert!(error.message.contains("mileage, cruise"), "{}", error.message);
+    }
+
+    #[test]
+    fn every_missing_required_field_is_named_at_once() {
+        const YEAR: Number = Number::new("year", "Model year");
+        const FIELDS: &[&dyn Field] = &[&MILEAGE, &CRUISE, &YEAR];
+        let error = Request::parse("{}", FIELDS).unwrap_err();
+        assert_eq!((error.code, error.field.as_deref()), (ErrorCode::MissingField, Some("mileage")));
+        assert_eq!(error.message, "`mileage` and `year` are required");
+        let error = Request::parse(r#"{"year": 2020}"#, FIELDS).unwrap_err();
+        assert_eq!(error.message, "`mileage` is required");
     }
 
     #[test]

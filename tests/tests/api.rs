@@ -301,7 +301,7 @@ fn the_audit_trail_pages_with_after_and_limit_and_verifies() {
         let reply = server.get(&format!("/v1/audit?{bad}"));
         assert_eq!(
             (reply.status, reply.json["error"]["code"].as_str()),
-            (400, Some("invalid_field")),
+            (422, Some("invalid_field")),
             "{bad}: {reply:?}"
         );
     }
@@ -314,4 +314,80 @@ fn the_audit_trail_pages_with_after_and_limit_and_verifies() {
     assert_eq!(report["head_seq"].as_u64(), Some(records.len() as u64), "{report}");
     assert_eq!(report["head_hash"].as_str(), Some(previous.as_str()), "{report}");
     assert_eq!(report["problems"], json!([]));
+}
+
+#[test]
+fn one_bundle_reads_at_its_own_path_and_trailing_slashes_are_tolerated() {
+    let server = Server::start(&all_bundles());
+    let one = server.get("/v1/bundles/car-price");
+    assert_eq!(one.status, 200, "{one:?}");
+    let listed = server.get("/v1/bundles").json["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|bundle| bundle["name"] == "car-price")
+        .cloned()
+        .unwrap();
+    assert_eq!(one.json, listed, "the same summary as in the list");
+    let unknown = server.get(&format!("/v1/bundles/{}", "n".repeat(3000)));
+    assert_eq!((unknown.status, unknown.json["error"]["code"].as_str()), (404, Some("unknown_bundle")), "{unknown:?}");
+    assert!(unknown.text.len() < 400, "the name is not echoed whole: {}", unknown.text.len());
+
+    for path in ["/v1/bundles/", "/v1/bundles/car-price/", "/health/"] {
+        assert_eq!(server.get(path).status, 200, "{path}");
+    }
+    let slashed = server.post_json("/v1/predict/car-price/", &car());
+    assert_eq!(slashed.status, 200, "{slashed:?}");
+}
+
+#[test]
+fn cors_is_off_by_default_and_answers_only_the_configured_origins() {
+    let preflight = [
+        ("origin", "https://kiosk.example.com"),
+        ("access-control-request-method", "POST"),
+        ("access-control-request-headers", "authorization, content-type"),
+    ];
+    let off = Server::start(&all_bundles());
+    let reply = off.request_with_headers("OPTIONS", "/v1/predict/car-price", &preflight, None);
+    assert!(reply.headers.get("access-control-allow-origin").is_none(), "no CORS unless configured: {reply:?}");
+
+    let on = Server::builder(&all_bundles())
+        .env("FORECOURT_SERVER__CORS_ALLOWED_ORIGINS", "[\"https://kiosk.example.com\"]")
+        .start();
+    let reply = on.request_with_headers("OPTIONS", "/v1/predict/car-price", &preflight, None);
+    assert!((200..300).contains(&reply.status), "{reply:?}");
+    let header = |reply: &forecourt_testkit::Reply, name: &str| {
+        reply.headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_ascii_lowercase)
+    };
+    assert_eq!(header(&reply, "access-control-allow-origin").as_deref(), Some("https://kiosk.example.com"));
+    let methods = header(&reply, "access-control-allow-methods").unwrap_or_default();
+    assert!(methods.contains("post"), "{methods}");
+    let headers = header(&reply, "access-control-allow-headers").unwrap_or_default();
+    assert!(headers.contains("authorization") && headers.contains("content-type"), "{headers}");
+
+    let body = car().to_string();
+    let actual = on.request_with_headers(
+        "POST",
+        "/v1/predict/car-price",
+        &[("origin", "https://kiosk.example.com")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(actual.status, 200, "{actual:?}");
+    assert_eq!(header(&actual, "access-control-allow-origin").as_deref(), Some("https://kiosk.example.com"));
+    let exposed = header(&actual, "access-control-expose-headers").unwrap_or_default();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+
+    let foreign = on.request_with_headers(
+        "OPTIONS",
+        "/v1/predict/car-price",
+        &[preflight[1], ("origin", "https://evil.example")],
+        None,
+    );
+    assert!(foreign.headers.get("access-control-allow-origin").is_none(), "another origin is not allowed: {foreign:?}");
+
+    let refused = Server::builder(&all_bundles())
+        .env("FORECOURT_SERVER__CORS_ALLOWED_ORIGINS", "[\"kiosk.example.com/\"]")
+        .run_to_exit(std::time::Duration::from_secs(30));
+    assert!(!refused.status.success(), "an origin that is not scheme://host is refused at start");
+    assert!(refused.stderr.contains("cors_allowed_origins"), "{}", refused.stderr);
 }

@@ -131,7 +131,10 @@ fn plugin_input_errors_are_422_naming_the_field() {
         let reply = server.post_json("/v1/predict/car-price", &request);
         assert_error(&reply, 422, code, Some(field));
     }
-    let iris = server.post_json("/v1/predict/iris", &json!({"sepal_length": "long"}));
+    let iris = server.post_json(
+        "/v1/predict/iris",
+        &json!({"sepal_length": "long", "sepal_width": 3.0, "petal_length": 1.4, "petal_width": 0.2}),
+    );
     assert_eq!((iris.status, iris.json["error"]["field"].as_str()), (422, Some("sepal_length")), "{iris:?}");
 }
 
@@ -192,18 +195,41 @@ fn a_failing_plugin_in_a_batch_fails_only_its_instance() {
 }
 
 #[test]
-fn a_batch_over_max_batch_is_400_on_instances() {
+fn a_batch_over_max_batch_empty_or_not_a_list_is_422_on_instances() {
     let server = Server::builder(&all_bundles()).env("FORECOURT_SERVER__MAX_BATCH", "3").start();
     let at_max = server.post_json("/v1/predict/car-price/batch", &json!({"instances": vec![car(); 3]}));
     assert_eq!((at_max.status, at_max.json["succeeded"].as_u64()), (200, Some(3)), "{at_max:?}");
     let over = server.post_json("/v1/predict/car-price/batch", &json!({"instances": vec![car(); 4]}));
-    assert_error(&over, 400, "invalid_field", Some("instances"));
+    assert_error(&over, 422, "invalid_field", Some("instances"));
     let empty = server.post_json("/v1/predict/car-price/batch", &json!({"instances": []}));
-    assert_error(&empty, 400, "invalid_field", Some("instances"));
+    assert_error(&empty, 422, "invalid_field", Some("instances"));
     let not_a_list = server.post_json("/v1/predict/car-price/batch", &json!({"instances": car()}));
     assert_error(&not_a_list, 422, "invalid_field", Some("instances"));
-    let no_list = server.post_json("/v1/predict/car-price/batch", &car());
-    assert_eq!(no_list.status, 422, "{no_list:?}");
+    assert_eq!(not_a_list.json["error"]["message"], "`instances` must be an array, not an object", "{not_a_list:?}");
+    let nothing = server.post_json("/v1/predict/car-price/batch", &json!({}));
+    assert_error(&nothing, 422, "missing_field", Some("instances"));
+}
+
+#[test]
+fn an_array_body_is_400_invalid_json_on_every_route() {
+    let server = Server::start(&all_bundles());
+    for path in ["/v1/predict/car-price", "/v1/predict/car-price/batch"] {
+        let reply = server.post_json(path, &json!([car()]));
+        assert_error(&reply, 400, "invalid_json", None);
+    }
+}
+
+#[test]
+fn every_missing_field_is_named_and_numbers_are_quoted_in_messages() {
+    let server = Server::start(&all_bundles());
+    let empty = server.post_json("/v1/predict/car-price", &json!({}));
+    assert_error(&empty, 422, "missing_field", Some("make"));
+    assert_eq!(
+        empty.json["error"]["message"], "`make`, `body`, `mileage`, `cylinders` and `doors` are required",
+        "{empty:?}"
+    );
+    let half = server.post_json("/v1/predict/car-price", &with(car(), "cylinders", json!(4.5)));
+    assert_eq!(half.json["error"]["message"], "`cylinders` must be a whole number, not 4.5", "{half:?}");
 }
 
 #[test]
@@ -269,7 +295,21 @@ fn unknown_routes_are_404_and_wrong_methods_405() {
 fn prediction_lookups_refuse_bad_ids_and_miss_unknown_ones() {
     let server = Server::start(&all_bundles());
     let bad = server.get("/v1/predictions/not-an-id");
-    assert_error(&bad, 400, "invalid_field", Some("id"));
+    assert_error(&bad, 422, "invalid_field", Some("id"));
+    let long = server.get(&format!("/v1/predictions/{}", "x".repeat(5000)));
+    assert_error(&long, 422, "invalid_field", Some("id"));
+    assert!(long.text.len() < 400, "the id is not echoed: {} bytes", long.text.len());
+    for (query, field) in [
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("after=-1", "after"),
+        ("colour=red", "query"),
+    ] {
+        let reply = server.get(&format!("/v1/audit?{query}"));
+        assert_error(&reply, 422, "invalid_field", Some(field));
+        assert!(!reply.json["error"]["message"].as_str().unwrap().contains("deserialize"), "{reply:?}");
+    }
     let unknown = server.get("/v1/predictions/01a20690-29fe-72b5-bff2-d20cb1747d57");
     assert_error(&unknown, 404, "not_found", None);
 }
@@ -309,15 +349,7 @@ fn no_input_makes_the_server_panic_garbage_gets_a_clean_4xx() {
         bodies.push((0..length).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect());
     }
     for (index, body) in bodies.iter().enumerate() {
-        // A top-level array is taken as a batch by the batch route: see
-        // a_batch_body_must_be_an_object_not_an_array (a known bug).
-        let is_array = serde_json::from_slice::<Value>(body).is_ok_and(|value| value.is_array());
-        let paths: &[&str] = if is_array {
-            &["/v1/predict/car-price", "/v1/predict/hostile"]
-        } else {
-            &["/v1/predict/car-price", "/v1/predict/car-price/batch", "/v1/predict/hostile"]
-        };
-        for path in paths {
+        for path in ["/v1/predict/car-price", "/v1/predict/car-price/batch", "/v1/predict/hostile"] {
             let reply = server.post_body(path, Some("application/json"), body);
             let preview = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
             assert!(
@@ -331,17 +363,4 @@ fn no_input_makes_the_server_panic_garbage_gets_a_clean_4xx() {
         assert!((400..500).contains(&v2.status) && v2.json["error"].is_string(), "body {index} to /v2: {v2:?}");
     }
     assert_serving(&server);
-}
-
-/// BUG (runtime/src/http/predict.rs, `BatchRequest`): serde's derived `Deserialize` of a
-/// struct also accepts a sequence, so `[[...]]` is taken as `{"instances": [...]}` and
-/// answered 200. The body of the batch route must be an object.
-#[test]
-fn a_batch_body_must_be_an_object_not_an_array() {
-    let server = Server::start(&all_bundles());
-    let reply = server.post_json("/v1/predict/car-price/batch", &json!([[car(), car()]]));
-    assert!(
-        (400..500).contains(&reply.status) && reply.json["error"]["code"].is_string(),
-        "a JSON array is not {{\"instances\": [...]}}: {reply:?}"
-    );
 }

@@ -67,3 +67,53 @@ fn json_logs_carry_the_request_id_of_a_failing_request() {
         assert!(serde_json::from_str::<Value>(line).is_ok_and(|v| v.is_object()), "not a JSON log line: {line}");
     }
 }
+
+#[test]
+fn a_clients_request_id_is_kept_beside_ours_and_each_request_has_one_access_log_line() {
+    let server = Server::builder(&all_bundles()).env("FORECOURT_LOGGING__FORMAT", "json").start();
+    let car = json!({"make": "saab", "body": "sedan", "mileage": 1000, "cylinders": 4, "doors": 4}).to_string();
+    let reply = server.request_with_headers(
+        "POST",
+        "/v1/predict/car-price",
+        &[("x-request-id", "kiosk-7:abc-123")],
+        Some(car.as_bytes()),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let id = reply.request_id().to_owned();
+    assert!(is_uuid_v7(&id), "ours stays the id (and the prediction's): {id}");
+    assert_eq!(reply.json["prediction_id"].as_str(), Some(id.as_str()));
+    let header = reply.headers.get("x-client-request-id").and_then(|value| value.to_str().ok());
+    assert_eq!(header, Some("kiosk-7:abc-123"), "the client's is returned beside it");
+
+    let access = server
+        .wait_for_log_line(Duration::from_secs(10), |line| line.contains(&id) && line.contains("forecourt::access"))
+        .unwrap_or_else(|| panic!("no access log line for {id}:\n{}", server.logs()));
+    let entry: Value = serde_json::from_str(&access).unwrap();
+    let fields = &entry["fields"];
+    assert_eq!(entry["level"], "INFO", "{entry}");
+    assert_eq!(fields["route"], "/v1/predict/{bundle}", "{entry}");
+    assert_eq!(fields["status"], 200, "{entry}");
+    assert_eq!((fields["bundle"].as_str(), fields["version"].as_str()), (Some("car-price"), Some("1.0.0")), "{entry}");
+    assert!(fields["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{entry}");
+    assert_eq!(entry["span"]["client_request_id"], "kiosk-7:abc-123", "{entry}");
+    assert!(!access.contains("saab"), "no inputs in the access log: {access}");
+
+    // A refusal has its line too; an id with spaces or over 128 characters is ignored.
+    let long = "x".repeat(129);
+    for bad in ["has spaces", long.as_str()] {
+        let refused = server.request_with_headers("GET", "/v1/predictions/nope", &[("x-request-id", bad)], None);
+        assert_eq!(refused.status, 422, "{refused:?}");
+        assert!(refused.headers.get("x-client-request-id").is_none(), "{refused:?}");
+        let id = refused.request_id().to_owned();
+        let line = server
+            .wait_for_log_line(Duration::from_secs(10), |line| line.contains(&id) && line.contains("forecourt::access"))
+            .expect("a refused request is logged too");
+        assert!(line.contains("\"status\":422"), "{line}");
+    }
+    // ONNX Runtime's own INFO lines stay out at the default level.
+    assert!(
+        !server.logs().lines().any(|line| line.contains("\"target\":\"ort") && line.contains("\"INFO\"")),
+        "{}",
+        server.logs()
+    );
+}

@@ -1,14 +1,16 @@
 //! Health, metrics, bundles, stored predictions and the audit trail.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, echo};
 use crate::auth::Permission;
 use crate::bundle::BundleSummary;
 use crate::store::{AuditRecord, AuditReport, PredictionRecord, StoreStats};
@@ -138,6 +140,22 @@ pub async fn bundles(State(state): State<AppState>) -> Json<BundleList> {
     Json(BundleList { bundles: state.pipeline.registry().summaries() })
 }
 
+/// One bundle: its active version, versions loaded, input fields and outputs.
+#[utoipa::path(
+    get, path = "/v1/bundles/{name}", tag = "bundles",
+    params(("name" = String, Path, description = "Bundle name, e.g. car-price")),
+    responses(
+        (status = 200, body = Object, description = "As one entry of /v1/bundles"),
+        (status = 404, description = "No bundle of that name (`unknown_bundle`)", body = super::error::ErrorBody)
+    )
+)]
+pub async fn bundle(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<BundleSummary>, ApiError> {
+    // A name is looked up, never echoed unbounded.
+    state.pipeline.registry().summaries().into_iter().find(|summary| summary.name == name).map(Json).ok_or_else(|| {
+        ApiError::new(crate::error_code::ErrorCode::UnknownBundle, format!("there is no bundle named {}", echo(&name)))
+    })
+}
+
 /// A stored prediction.
 #[utoipa::path(
     get, path = "/v1/predictions/{id}", tag = "predictions",
@@ -152,9 +170,9 @@ pub async fn prediction(
     Path(id): Path<String>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<PredictionRecord>, ApiError> {
+    // Checked before use, and never echoed: a path can be as long as a client likes.
     let id = uuid::Uuid::parse_str(&id).map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", format!("{id:?} is not a prediction id"))
-            .with_field("id")
+        ApiError::invalid_field("id", "`id` must be a prediction id: the UUID of prediction_id or x-request-id")
     })?;
     let record = state.pipeline.store().prediction(id).map_err(internal)?;
     // A kiosk reads back only what it asked for itself; to it, another's prediction is as
@@ -166,13 +184,47 @@ pub async fn prediction(
     record.filter(readable).map(Json).ok_or_else(|| ApiError::not_found(format!("no prediction {id}")))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, utoipa::IntoParams)]
 pub struct AuditQuery {
     /// Only records after this sequence number.
     pub after: Option<u64>,
     /// At most this many records (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    /// Reads the query string's parameters, each checked with a message of our own (a
+    /// framework's rejection would name its own types).
+    fn parse(parameters: HashMap<String, String>) -> Result<Self, ApiError> {
+        let mut query = Self::default();
+        for (name, value) in parameters {
+            match name.as_str() {
+                "after" => {
+                    query.after = Some(value.parse().map_err(|_| {
+                        ApiError::invalid_field(
+                            "after",
+                            "`after` must be a record's sequence number (a whole number ≥ 0)",
+                        )
+                    })?)
+                }
+                "limit" => {
+                    let limit = value.parse().ok().filter(|limit| (1..=AUDIT_PAGE_MAX).contains(limit));
+                    query.limit = Some(limit.ok_or_else(|| {
+                        ApiError::invalid_field(
+                            "limit",
+                            format!("`limit` must be a whole number from 1 to {AUDIT_PAGE_MAX}"),
+                        )
+                    })?)
+                }
+                _ => {
+                    let message = format!("{} is not a parameter of /v1/audit (after, limit)", echo(&name));
+                    return Err(ApiError::invalid_field("query", message));
+                }
+            }
+        }
+        Ok(query)
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -186,22 +238,16 @@ pub struct AuditPage {
 const AUDIT_PAGE_MAX: usize = 1000;
 
 /// The audit trail, in order.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = AuditPage), (status = 400, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = AuditPage), (status = 422, description = "A parameter breaks its rule", body = super::error::ErrorBody)))]
 pub async fn audit(
     State(state): State<AppState>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let Query(query) =
-        query.map_err(|rejection| ApiError::new(StatusCode::BAD_REQUEST, "invalid_field", rejection.body_text()))?;
+    let Query(parameters) = query.map_err(|_| {
+        ApiError::invalid_field("query", "the query string is not valid (name=value pairs joined by &)")
+    })?;
+    let query = AuditQuery::parse(parameters)?;
     let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > AUDIT_PAGE_MAX {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("`limit` must be between 1 and {AUDIT_PAGE_MAX}"),
-        )
-        .with_field("limit"));
-    }
     let records = state.pipeline.store().audit_records(query.after, limit).map_err(internal)?;
     let next_after = (records.len() == limit).then(|| records.last().map(|record| record.seq)).flatten();
     Ok(Json(AuditPage { records, next_after }))
@@ -215,5 +261,5 @@ pub async fn audit_verify(State(state): State<AppState>) -> Result<Json<AuditRep
 
 fn internal(error: crate::store::StoreError) -> ApiError {
     tracing::error!(%error, "store read failed");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", error.to_string())
+    ApiError::internal(error.to_string())
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use crate::auth::{Authenticator, Denial, Permission, Principal};
+use crate::error_code::ErrorCode;
 use crate::store::{AuditKind, Store};
 use crate::telemetry::names;
 
@@ -94,8 +95,7 @@ pub async fn rate_limit(request: Request, next: Next) -> Response {
         metrics::counter!(names::AUTH_DENIALS, "reason" => "rate_limited").increment(1);
         let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
         let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             format!("this token's request rate is used up; retry in {seconds} s"),
         )
         .into_response();
@@ -157,17 +157,16 @@ impl Refusal {
     fn into_response(self, permission: Permission, protocol_v2: bool) -> Response {
         let roles: Vec<&str> = permission.roles().into_iter().map(|role| role.as_str()).collect();
         let error = match self {
-            Self::Unauthenticated { message, .. } => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message),
+            Self::Unauthenticated { message, .. } => ApiError::new(ErrorCode::Unauthorized, message),
             Self::Forbidden { token, role } => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("token {token} has the role {role}; this route needs one of: {}", roles.join(", ")),
             ),
         };
-        let unauthorized = error.status == StatusCode::UNAUTHORIZED;
+        let unauthorized = error.code == ErrorCode::Unauthorized;
         // The inference protocol's clients expect its own error shape.
         let mut response = if protocol_v2 {
-            (error.status, axum::Json(json!({"error": error.message}))).into_response()
+            (error.status(), axum::Json(json!({"error": error.message}))).into_response()
         } else {
             error.into_response()
         };

@@ -34,6 +34,49 @@ pub struct ServerConfig {
     /// Serve HTTPS with these files (reloaded on SIGHUP or when they change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
+    /// Web origins (`https://kiosk.example.com`, or `*` for any) whose pages may call the
+    /// API from a browser (CORS). Empty, the default: none.
+    pub cors_allowed_origins: Vec<CorsOrigin>,
+}
+
+/// An origin a browser sends in `Origin`: `scheme://host[:port]` with no path, or `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CorsOrigin(String);
+
+impl CorsOrigin {
+    pub const ANY: &str = "*";
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CorsOrigin {
+    type Error = String;
+
+    fn try_from(origin: String) -> Result<Self, String> {
+        if origin == Self::ANY {
+            return Ok(Self(origin));
+        }
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .ok_or_else(|| format!("{origin:?} is not an origin: it starts with http:// or https://"))?;
+        let host_valid = !rest.is_empty()
+            && rest.len() <= 253
+            && rest.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-.:[]".contains(&byte));
+        if !host_valid {
+            return Err(format!("{origin:?} is not an origin: scheme://host[:port], no path or trailing slash"));
+        }
+        Ok(Self(origin))
+    }
+}
+
+impl From<CorsOrigin> for String {
+    fn from(origin: CorsOrigin) -> Self {
+        origin.0
+    }
 }
 
 impl Default for ServerConfig {
@@ -50,6 +93,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             tls_handshake_timeout_secs: 10,
             tls: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -76,5 +120,20 @@ impl ServerConfig {
             tls.validate()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_origin_is_a_scheme_and_a_host_or_any() {
+        for good in ["*", "https://kiosk.example.com", "http://10.0.0.5:3000", "http://[::1]:8080"] {
+            assert!(CorsOrigin::try_from(good.to_owned()).is_ok(), "{good}");
+        }
+        for bad in ["", "kiosk.example.com", "https://kiosk.example.com/", "https://a/b", "ftp://x", "https://"] {
+            assert!(CorsOrigin::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
     }
 }

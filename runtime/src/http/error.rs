@@ -2,6 +2,9 @@
 //! status codes and the body of api-shapes.md section 2:
 //!
 //! `{"error": {"code": "invalid_field", "message": "...", "field": "mileage"}, "request_id": "..."}`
+//!
+//! The code is an [`ErrorCode`] and the status follows from it ([`status_of`]), so no
+//! route can give the same condition another status.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -10,26 +13,43 @@ use serde::Serialize;
 
 use super::request_context::current_request_id;
 use crate::bundle::InferenceError;
+use crate::error_code::ErrorCode;
 use crate::pipeline::{PipelineError, inference_code};
 
-/// An error response of the /v1 API.
+/// An error response of the /v1 API. Its status follows from its code ([`status_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+}
+
+/// The status of each code: the one table, so the same condition answers the same status
+/// on every route (README, "Errors").
+pub const fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidJson => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::UnknownBundle | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::InvalidField | ErrorCode::MissingField => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::Overloaded | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::PluginFailed | ErrorCode::ModelFailed | ErrorCode::InternalError => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        ErrorCode::NotReady | ErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 /// The `error` object of an error body (also used per instance in batch responses).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// A stable snake_case word: invalid_json, invalid_field, missing_field, unknown_bundle, not_found,
-    /// payload_too_large, unsupported_media_type, overloaded, plugin_failed, model_failed, not_ready,
-    /// internal_error.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
-    /// The request field at fault, when one is.
+    /// The request field at fault, when one is (the first, when several are).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
@@ -41,9 +61,24 @@ pub struct ErrorBody {
     pub request_id: String,
 }
 
+/// The most of an outside value an error message repeats: enough to recognise it, never
+/// an unbounded echo of what a client sent.
+const ECHO_MAX_CHARS: usize = 40;
+
+/// `value` quoted for a message, cut to [`ECHO_MAX_CHARS`] characters.
+pub fn echo(value: &str) -> String {
+    let mut chars = value.chars();
+    let head: String = chars.by_ref().take(ECHO_MAX_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head:?}… ({} characters)", value.chars().count())
+    } else {
+        format!("{head:?}")
+    }
+}
+
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), field: None }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -51,16 +86,32 @@ impl ApiError {
         self
     }
 
+    pub fn status(&self) -> StatusCode {
+        status_of(self.code)
+    }
+
     pub fn invalid_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+        Self::new(ErrorCode::InvalidJson, message)
+    }
+
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidField, message).with_field(field)
+    }
+
+    pub fn missing_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::MissingField, message).with_field(field)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(ErrorCode::NotFound, message)
     }
 
     pub fn not_ready() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the appliance is starting or shutting down")
+        Self::new(ErrorCode::NotReady, "the appliance is starting or shutting down")
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InternalError, message)
     }
 
     pub fn detail(&self) -> ErrorDetail {
@@ -74,8 +125,9 @@ impl IntoResponse for ApiError {
             error: self.detail(),
             request_id: current_request_id().map(|id| id.to_string()).unwrap_or_default(),
         };
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        let status = self.status();
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The body was not read to its end, so the connection cannot carry another
             // request: say so, rather than let the client reuse it and find it closed.
             response
@@ -90,18 +142,13 @@ impl From<PipelineError> for ApiError {
     fn from(error: PipelineError) -> Self {
         let code = error.code();
         match error {
-            PipelineError::UnknownBundle { .. } | PipelineError::UnknownVersion { .. } => {
-                Self::new(StatusCode::NOT_FOUND, code, error.to_string())
-            }
-            PipelineError::BatchTooLarge { .. } => {
-                Self::new(StatusCode::BAD_REQUEST, code, error.to_string()).with_field("instances")
-            }
+            PipelineError::BatchTooLarge { .. } => Self::new(code, error.to_string()).with_field("instances"),
             PipelineError::Inference(inference) => inference.into(),
-            PipelineError::Overloaded(_) => Self::new(StatusCode::TOO_MANY_REQUESTS, code, error.to_string()),
             PipelineError::Store(_) | PipelineError::Worker(_) => {
                 tracing::error!(%error, "request failed inside the appliance");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, error.to_string())
+                Self::new(code, error.to_string())
             }
+            _ => Self::new(code, error.to_string()),
         }
     }
 }
@@ -110,18 +157,26 @@ impl From<InferenceError> for ApiError {
     fn from(error: InferenceError) -> Self {
         let code = inference_code(&error);
         match error {
-            InferenceError::Input(input) => {
-                let status =
-                    if code == "invalid_json" { StatusCode::BAD_REQUEST } else { StatusCode::UNPROCESSABLE_ENTITY };
-                Self { status, code, message: input.message, field: input.field }
-            }
-            InferenceError::Plugin(crate::plugin::PluginError::Exhausted { .. }) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, code, error.to_string())
-            }
+            InferenceError::Input(input) => Self { code, message: input.message, field: input.field },
             other => {
-                tracing::warn!(error = %other, "prediction failed");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, other.to_string())
+                if code.is_server_fault() {
+                    tracing::warn!(error = %other, "prediction failed");
+                }
+                Self::new(code, other.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echo_is_cut_to_its_bound() {
+        assert_eq!(echo("abc"), "\"abc\"");
+        let long = "x".repeat(5000);
+        let cut = echo(&long);
+        assert!(cut.len() < 80 && cut.ends_with("(5000 characters)"), "{cut}");
     }
 }

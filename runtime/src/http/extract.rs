@@ -3,11 +3,12 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::error_code::ErrorCode;
 
 /// A JSON request body as text, checked to be well-formed; the plugin parses it itself.
 #[derive(Debug)]
@@ -58,14 +59,54 @@ fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|error| ApiError::invalid_json(format!("the body is not valid JSON: {error}")))?;
     if !value.is_object() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "the body must be a JSON object"));
+        return Err(ApiError::invalid_json(format!("the body must be a JSON object, not {}", json_kind(&value))));
     }
     serde_path_to_error::deserialize(value).map_err(|error| {
-        let field = error.path().to_string();
-        let api_error =
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", error.into_inner().to_string());
-        if field == "." { api_error } else { api_error.with_field(field) }
+        let path = error.path().to_string();
+        shape_error(if path == "." { None } else { Some(path) }, &error.into_inner().to_string())
     })
+}
+
+/// What a JSON value is, in a message's words.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// serde's report of a body of the wrong shape, in the API's words: the code for the
+/// condition, the field at fault, and a message without serde's vocabulary.
+fn shape_error(path: Option<String>, serde_message: &str) -> ApiError {
+    // serde's messages have a fixed form: "missing field `x`", "unknown field `x`, expected
+    // one of ...", "invalid type: <found>, expected <wanted>", "invalid value: ...".
+    let quoted = |text: &str| text.split('`').nth(1).map(str::to_owned);
+    let field_name = |name: String| match &path {
+        Some(parent) => format!("{parent}.{name}"),
+        None => name,
+    };
+    if let Some(name) = serde_message.strip_prefix("missing field ").and_then(quoted) {
+        let field = field_name(name);
+        return ApiError::missing_field(field.clone(), format!("`{field}` is required"));
+    }
+    if let Some(name) = serde_message.strip_prefix("unknown field ").and_then(quoted) {
+        let field = field_name(name);
+        return ApiError::invalid_field(field.clone(), format!("`{field}` is not a field of this body"));
+    }
+    let field = path.unwrap_or_else(|| "body".to_owned());
+    let message = match serde_message.strip_prefix("invalid type: ").and_then(|rest| rest.split_once(", expected ")) {
+        Some((found, wanted)) => {
+            let wanted = wanted.replace("a sequence", "an array").replace("a map", "an object");
+            let found = found.replace("sequence", "an array").replace("map", "an object");
+            format!("`{field}` must be {wanted}, not {found}")
+        }
+        None => format!("`{field}` is not valid here"),
+    };
+    ApiError::invalid_field(field, message)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,16 +132,50 @@ async fn json_bytes(request: Request, limit: usize, required: ContentType) -> Re
             let _ = axum::body::to_bytes(request.into_body(), limit).await;
         }
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             format!("the body must be application/json, not {}", content_type.unwrap_or("unspecified")),
         ));
     }
-    let too_large =
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("the body exceeds {limit} bytes"));
+    let too_large = || ApiError::new(ErrorCode::PayloadTooLarge, format!("the body exceeds {limit} bytes"));
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large());
     }
     axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| too_large())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Batch {
+        instances: Vec<serde_json::Value>,
+    }
+
+    fn refusal(body: &str) -> (ErrorCode, Option<String>, String) {
+        let error = parse_object::<Batch>(body.as_bytes()).unwrap_err();
+        (error.code, error.field, error.message)
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_and_the_rule_in_the_apis_words() {
+        assert_eq!(
+            refusal("{}"),
+            (ErrorCode::MissingField, Some("instances".into()), "`instances` is required".into())
+        );
+        assert_eq!(
+            refusal(r#"{"instances": 5}"#),
+            (ErrorCode::InvalidField, Some("instances".into()), "`instances` must be an array, not integer `5`".into())
+        );
+        assert_eq!(refusal(r#"{"instances": [], "x": 1}"#).0, ErrorCode::InvalidField);
+        assert_eq!(refusal(r#"{"instances": [], "x": 1}"#).1.as_deref(), Some("x"));
+        let (code, field, message) = refusal("[1, 2]");
+        assert_eq!(
+            (code, field, message.as_str()),
+            (ErrorCode::InvalidJson, None, "the body must be a JSON object, not an array")
+        );
+    }
 }

@@ -2,10 +2,11 @@
 //! overloaded or timed-out request as an error, and every error here becomes the API's
 //! own body.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use crate::error_code::ErrorCode;
 use crate::telemetry::names;
 
 /// `HandleErrorLayer`'s handler for the limit layers below it.
@@ -13,8 +14,7 @@ pub async fn limit_error(error: tower::BoxError) -> Response {
     if error.is::<tower::load_shed::error::Overloaded>() {
         metrics::counter!(names::HTTP_SHED).increment(1);
         let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "overloaded",
+            ErrorCode::Overloaded,
             "the appliance is answering as many requests as it can; retry shortly",
         )
         .into_response();
@@ -23,13 +23,9 @@ pub async fn limit_error(error: tower::BoxError) -> Response {
     }
     if error.is::<tower::timeout::error::Elapsed>() {
         metrics::counter!(names::HTTP_TIMEOUTS).increment(1);
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took longer than server.request_timeout_secs",
-        )
-        .into_response();
+        return ApiError::new(ErrorCode::Timeout, "the request took longer than server.request_timeout_secs")
+            .into_response();
     }
     tracing::error!(%error, "unexpected error from a middleware layer");
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred").into_response()
+    ApiError::internal("an internal error occurred").into_response()
 }

@@ -25,12 +25,14 @@ use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodRouter, get, post};
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 pub use auth::{AuthLayerState, Caller, DenialAudit};
-pub use config::ServerConfig;
+pub use config::{CorsOrigin, ServerConfig};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use request_context::REQUEST_ID_HEADER;
+pub use request_context::{CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER};
 pub use server::{ConnectionSettings, serve};
 pub use tls::{CertificateReloader, TlsError, TlsFiles};
 
@@ -105,6 +107,7 @@ fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
         ("/v1/predict/{bundle}", P::Predict, post(predict::predict)),
         ("/v1/predict/{bundle}/batch", P::Predict, post(predict::predict_batch)),
         ("/v1/bundles", P::Describe, get(admin::bundles)),
+        ("/v1/bundles/{name}", P::Describe, get(admin::bundle)),
         ("/v1/predictions/{id}", P::ReadOwnPrediction, get(admin::prediction)),
         ("/v1/audit", P::Inspect, get(admin::audit)),
         ("/v1/audit/verify", P::Inspect, get(admin::audit_verify)),
@@ -125,8 +128,9 @@ pub(crate) fn permission_of(path: &str) -> Option<Permission> {
     routes().into_iter().find(|(route, ..)| *route == path).map(|(_, permission, _)| permission)
 }
 
-/// The whole API with its middleware.
-pub fn router(state: AppState, auth: AuthLayerState) -> Router {
+/// The whole API with its middleware. Trailing slashes are trimmed before routing
+/// (`/v1/bundles/` is `/v1/bundles`), so no route answers 404 for one.
+pub fn router(state: AppState, auth: AuthLayerState) -> NormalizePath<Router> {
     let server = Arc::clone(&state.config);
     let mut router = Router::new();
     for (path, permission, method_router) in routes() {
@@ -136,7 +140,11 @@ pub fn router(state: AppState, auth: AuthLayerState) -> Router {
     let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state);
     // The stack around every route, outermost first, and why each layer sits where it does:
     // 1. request context: the request id and span, so every response, refusals included,
-    //    carries `x-request-id` and every log line of the request is inside its span;
+    //    carries `x-request-id`, every log line of the request is inside its span, and
+    //    the access log sees every request;
+    // 1b. CORS (only with `server.cors_allowed_origins`): it answers preflights itself,
+    //    before authentication (a browser sends no token on a preflight), and adds its
+    //    headers to every answer, refusals included, so a web page can read them;
     // 2. authenticate: who is calling, before anything spends work on the request. It never
     //    refuses by itself: open routes take any caller, and each route authorizes (its
     //    `route_layer`), since only the route knows what it needs;
@@ -148,13 +156,40 @@ pub fn router(state: AppState, auth: AuthLayerState) -> Router {
     // Body size and JSON checks are the extractors' (they produce the API's error bodies).
     let stack = ServiceBuilder::new()
         .layer(from_fn(request_context::request_context))
+        .option_layer(cors(&server.cors_allowed_origins))
         .layer(from_fn_with_state(auth, auth::authenticate))
         .layer(from_fn(auth::rate_limit))
         .layer(HandleErrorLayer::new(limits::limit_error))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests))
         .timeout(std::time::Duration::from_secs(server.request_timeout_secs));
-    router.layer(stack)
+    NormalizePathLayer::trim_trailing_slash().layer(router.layer(stack))
+}
+
+/// The CORS layer for `origins`, none when the list is empty. Browsers may send the token
+/// (`Authorization`) and read the ids and Retry-After; credentials (cookies) are not used.
+fn cors(origins: &[CorsOrigin]) -> Option<CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    if origins.is_empty() {
+        return None;
+    }
+    let allowed = if origins.iter().any(|origin| origin.as_str() == CorsOrigin::ANY) {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|origin| HeaderValue::from_str(origin.as_str()).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static(REQUEST_ID_HEADER)])
+            .expose_headers([
+                HeaderName::from_static(REQUEST_ID_HEADER),
+                HeaderName::from_static(CLIENT_REQUEST_ID_HEADER),
+                header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -162,9 +197,5 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
-    )
+    ApiError::new(crate::error_code::ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
 }

@@ -12,6 +12,7 @@ use crate::auth::Permission;
         super::predict::predict,
         super::predict::predict_batch,
         super::admin::bundles,
+        super::admin::bundle,
         super::admin::prediction,
         super::admin::audit,
         super::admin::audit_verify,

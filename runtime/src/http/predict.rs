@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorDetail};
 use super::extract::{JsonBody, JsonText};
-use super::request_context::request_id;
+use super::request_context::{Served, request_id};
 use super::{AppState, ensure_ready};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -76,17 +76,21 @@ pub async fn predict(
     Path(bundle): Path<String>,
     Extension(caller): Extension<Caller>,
     JsonText(request): JsonText,
-) -> Result<Json<PredictResponse>, ApiError> {
+) -> Result<(Extension<Served>, Json<PredictResponse>), ApiError> {
     ensure_ready(&state)?;
     let owner = caller.token_id();
     let prediction = state.pipeline.predict(&bundle, request_id(), request, owner).await?;
-    Ok(Json(PredictResponse {
-        prediction_id: prediction.id.to_string(),
-        bundle: prediction.bundle,
-        version: prediction.version,
-        outputs: prediction.outputs,
-        latency_ms: prediction.latency_ms,
-    }))
+    let served = Served { bundle: prediction.bundle.clone(), version: prediction.version.clone() };
+    Ok((
+        Extension(served),
+        Json(PredictResponse {
+            prediction_id: prediction.id.to_string(),
+            bundle: prediction.bundle,
+            version: prediction.version,
+            outputs: prediction.outputs,
+            latency_ms: prediction.latency_ms,
+        }),
+    ))
 }
 
 /// Several predictions in one model run; each instance's error is reported at its index.
@@ -108,15 +112,10 @@ pub async fn predict_batch(
     Path(bundle): Path<String>,
     Extension(caller): Extension<Caller>,
     JsonBody(batch): JsonBody<BatchRequest>,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<(Extension<Served>, Json<BatchResponse>), ApiError> {
     ensure_ready(&state)?;
     if batch.instances.is_empty() {
-        return Err(ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_field",
-            "`instances` must not be empty",
-        )
-        .with_field("instances"));
+        return Err(ApiError::invalid_field("instances", "`instances` must hold at least one instance"));
     }
     let answer = state.pipeline.predict_batch(&bundle, batch.instances, caller.token_id()).await?;
     let predictions: Vec<BatchItem> = answer
@@ -136,12 +135,16 @@ pub async fn predict_batch(
         })
         .collect();
     let failed = predictions.iter().filter(|item| item.error.is_some()).count();
-    Ok(Json(BatchResponse {
-        bundle: answer.bundle,
-        version: answer.version,
-        succeeded: predictions.len() - failed,
-        failed,
-        predictions,
-        latency_ms: answer.latency_ms,
-    }))
+    let served = Served { bundle: answer.bundle.clone(), version: answer.version.clone() };
+    Ok((
+        Extension(served),
+        Json(BatchResponse {
+            bundle: answer.bundle,
+            version: answer.version,
+            succeeded: predictions.len() - failed,
+            failed,
+            predictions,
+            latency_ms: answer.latency_ms,
+        }),
+    ))
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::AppState;
 use super::auth::Caller;
 use super::extract::ProtocolJson;
-use super::request_context::request_id;
+use super::request_context::{Served, request_id};
 use crate::bundle::Bundle;
 use crate::model::{ElementType, OutputForm};
 use crate::pipeline::PipelineError;
@@ -231,7 +231,7 @@ pub async fn infer(
     Path(name): Path<String>,
     Extension(caller): Extension<Caller>,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
-) -> Result<Json<InferResponse>, V2Error> {
+) -> Result<(Extension<Served>, Json<InferResponse>), V2Error> {
     infer_on(state, name, None, caller, body).await
 }
 
@@ -241,7 +241,7 @@ pub async fn infer_version(
     Path((name, version)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
-) -> Result<Json<InferResponse>, V2Error> {
+) -> Result<(Extension<Served>, Json<InferResponse>), V2Error> {
     infer_on(state, name, Some(version), caller, body).await
 }
 
@@ -251,11 +251,11 @@ async fn infer_on(
     version: Option<String>,
     caller: Caller,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
-) -> Result<Json<InferResponse>, V2Error> {
+) -> Result<(Extension<Served>, Json<InferResponse>), V2Error> {
     ensure_ready(&state)?;
     // A body that is JSON but not an inference request is the protocol's 400; HTTP-level
     // refusals (413 too large, 415 not JSON) keep their status.
-    let ProtocolJson(request) = body.map_err(|error| match error.status {
+    let ProtocolJson(request) = body.map_err(|error| match error.status() {
         StatusCode::UNPROCESSABLE_ENTITY => bad_request(error.message),
         status => V2Error(status, error.message),
     })?;
@@ -269,12 +269,11 @@ async fn infer_on(
     let inputs = request.inputs.into_iter().map(input_tensor).collect::<Result<Vec<_>, _>>()?;
     let answer = state.pipeline.infer_tensors(&name, version.as_ref(), request_id(), inputs, caller.token_id()).await?;
     let outputs = select_outputs(answer.outputs, request.outputs)?;
-    Ok(Json(InferResponse {
-        model_name: answer.bundle.name().to_owned(),
-        model_version: answer.bundle.version().to_string(),
-        id: request.id,
-        outputs,
-    }))
+    let served = Served { bundle: answer.bundle.name().to_owned(), version: answer.bundle.version().to_string() };
+    Ok((
+        Extension(served.clone()),
+        Json(InferResponse { model_name: served.bundle, model_version: served.version, id: request.id, outputs }),
+    ))
 }
 
 /// A protocol input as a host tensor: `data` flat or nested, row-major.

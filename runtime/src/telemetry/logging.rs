@@ -26,16 +26,37 @@ impl Default for LoggingConfig {
     }
 }
 
+/// ONNX Runtime logs hundreds of INFO lines while it loads a model (graph passes, kernel
+/// choices): its own directive keeps it at warn unless `level` names it.
+fn with_quiet_libraries(level: &str) -> String {
+    if level.split(',').any(|directive| directive.trim_start().starts_with("ort")) {
+        level.to_owned()
+    } else {
+        format!("{level},ort=warn")
+    }
+}
+
 /// Installs the global subscriber. Logs go to stderr; stdout is for command output.
 /// Span fields (the request id) appear on every line logged inside the span.
 pub fn init_logging(config: &LoggingConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(with_quiet_libraries(&config.level)))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(with_quiet_libraries("info")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second init (tests starting several servers in one process) keeps the first.
     let _ = match config.format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn onnx_runtime_is_kept_at_warn_unless_the_level_names_it() {
+        assert_eq!(with_quiet_libraries("info"), "info,ort=warn");
+        assert_eq!(with_quiet_libraries("debug,ort=info"), "debug,ort=info");
+    }
 }

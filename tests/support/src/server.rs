@@ -124,7 +124,34 @@ impl Client {
         content_type: Option<&str>,
         body: Option<&[u8]>,
     ) -> Result<Reply, ureq::Error> {
+        self.try_request_with_headers(method, path, &[], content_type, body)
+    }
+
+    /// A request with extra headers (`Origin`, a client's `x-request-id` ...).
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let content_type = body.map(|_| "application/json");
+        self.try_request_with_headers(method, path, headers, content_type, body)
+            .unwrap_or_else(|error| panic!("{method} {} got no answer: {error}", self.url(path)))
+    }
+
+    fn try_request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<Reply, ureq::Error> {
         let mut builder = ureq::http::Request::builder().method(method).uri(self.url(path));
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
         if let Some(token) = &self.token {
             builder = builder.header("authorization", format!("Bearer {token}"));
         }
