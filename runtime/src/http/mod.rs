@@ -7,6 +7,7 @@
 
 mod admin;
 mod auth;
+mod bundle_schema;
 mod config;
 mod error;
 mod extract;
