@@ -65,6 +65,10 @@ fn route_table(prediction_id: &str) -> Vec<(&'static str, String, Option<Value>,
         ("GET", "/health/detailed".into(), None, INSPECT),
         ("GET", "/metrics".into(), None, METRICS),
         ("GET", "/openapi.json".into(), None, DESCRIBE),
+        ("GET", "/docs".into(), None, DESCRIBE),
+        ("GET", "/docs/swagger-ui.css".into(), None, DESCRIBE),
+        ("GET", "/docs/swagger-ui-bundle.js".into(), None, DESCRIBE),
+        ("GET", "/docs/swagger-initializer.js".into(), None, DESCRIBE),
         ("POST", "/v1/predict/car-price".into(), Some(car()), PREDICT),
         ("POST", "/v1/predict/car-price/batch".into(), Some(json!({"instances": [car()]})), PREDICT),
         ("GET", "/v1/bundles".into(), None, DESCRIBE),
@@ -122,7 +126,7 @@ fn check_every_route(server: &Server, tokens: &Tokens) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 19 * 5);
+    assert_eq!(checked, 23 * 5);
 }
 
 #[test]
