@@ -4,5 +4,7 @@
 //! status, hostile plugins, overload, garbage input), `v2_protocol.rs` (Open Inference
 //! Protocol, Triton's Python client via `tests/triton_infer.py`), `metrics.rs` (promtool),
 //! `durability.rs` (SIGKILL under load, SIGTERM), `auth.rs` (tokens, roles, limits),
-//! `tls.rs` (HTTPS, certificate reloads), `config.rs`, `request_ids.rs`, `cli.rs` and
-//! `signing.rs` (keygen, sign, pack/unpack, and trusted keys at load).
+//! `tls.rs` (HTTPS, certificate reloads), `contract.rs` (the OpenAPI document, each bundle's
+//! schema, /docs, schemathesis with the waivers in `tests/contract/`), `config.rs`,
+//! `request_ids.rs`, `cli.rs` and `signing.rs` (keygen, sign, pack/unpack, and trusted keys
+//! at load).

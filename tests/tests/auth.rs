@@ -65,9 +65,14 @@ fn route_table(prediction_id: &str) -> Vec<(&'static str, String, Option<Value>,
         ("GET", "/health/detailed".into(), None, INSPECT),
         ("GET", "/metrics".into(), None, METRICS),
         ("GET", "/openapi.json".into(), None, DESCRIBE),
+        ("GET", "/docs".into(), None, DESCRIBE),
+        ("GET", "/docs/swagger-ui.css".into(), None, DESCRIBE),
+        ("GET", "/docs/swagger-ui-bundle.js".into(), None, DESCRIBE),
+        ("GET", "/docs/swagger-initializer.js".into(), None, DESCRIBE),
         ("POST", "/v1/predict/car-price".into(), Some(car()), PREDICT),
         ("POST", "/v1/predict/car-price/batch".into(), Some(json!({"instances": [car()]})), PREDICT),
         ("GET", "/v1/bundles".into(), None, DESCRIBE),
+        ("GET", "/v1/bundles/car-price".into(), None, DESCRIBE),
         // Made by the kiosk: the kiosk reads it back, as do viewers and admins.
         ("GET", format!("/v1/predictions/{prediction_id}"), None, DESCRIBE),
         ("GET", "/v1/audit?limit=5".into(), None, INSPECT),
@@ -122,7 +127,7 @@ fn check_every_route(server: &Server, tokens: &Tokens) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 19 * 5);
+    assert_eq!(checked, 24 * 5);
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn health_of(state: &AppState) -> Health {
 }
 
 /// Readiness: 200 when serving, 503 while loading or draining.
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Serving", body = Health), (status = 503, description = "Starting or draining", body = Health)))]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let health = health_of(&state);
     let status = if health.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -83,7 +83,7 @@ pub struct QueueHealth {
 }
 
 /// Every component's state with system figures.
-#[utoipa::path(get, path = "/health/detailed", tag = "operations", responses((status = 200, body = DetailedHealth), (status = 503, body = DetailedHealth)))]
+#[utoipa::path(get, path = "/health/detailed", tag = "operations", responses((status = 200, description = "Serving", body = DetailedHealth), (status = 503, description = "Starting or draining", body = DetailedHealth)))]
 pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse {
     let health = health_of(&state);
     let store = state.pipeline.store();
@@ -123,7 +123,7 @@ pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse
 }
 
 /// Prometheus text exposition.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render())
 }
@@ -135,7 +135,7 @@ pub struct BundleList {
 }
 
 /// Every bundle: active version, versions loaded, input fields and outputs.
-#[utoipa::path(get, path = "/v1/bundles", tag = "bundles", responses((status = 200, body = BundleList)))]
+#[utoipa::path(get, path = "/v1/bundles", tag = "bundles", responses((status = 200, description = "The loaded bundles, by name", body = BundleList)))]
 pub async fn bundles(State(state): State<AppState>) -> Json<BundleList> {
     Json(BundleList { bundles: state.pipeline.registry().summaries() })
 }
@@ -159,10 +159,12 @@ pub async fn bundle(State(state): State<AppState>, Path(name): Path<String>) -> 
 /// A stored prediction.
 #[utoipa::path(
     get, path = "/v1/predictions/{id}", tag = "predictions",
-    params(("id" = String, Path, description = "The prediction id")),
+    params(("id" = uuid::Uuid, Path, description = "The prediction id")),
     responses(
         (status = 200, body = Object, description = "The stored record: time, bundle, version, digests, input, outputs, latency"),
-        (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)
+        (status = 404, description = "No such prediction (or another token's)", body = super::error::ErrorBody),
+        (status = 422, description = "Not a prediction id (`invalid_field` on id)", body = super::error::ErrorBody),
+        (status = 500, description = "The store could not be read", body = super::error::ErrorBody)
     )
 )]
 pub async fn prediction(
@@ -185,8 +187,11 @@ pub async fn prediction(
 }
 
 #[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only records after this sequence number.
+    // The widest u64: without it the document would say int64's maximum, below what is taken.
+    #[param(maximum = 18446744073709551615_u64)]
     pub after: Option<u64>,
     /// At most this many records (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
@@ -236,9 +241,11 @@ pub struct AuditPage {
 }
 
 const AUDIT_PAGE_MAX: usize = 1000;
+// utoipa takes only a literal as `limit`'s documented maximum: keep the two equal.
+const _: () = assert!(AUDIT_PAGE_MAX == 1000, "update `#[param(maximum)]` of AuditQuery::limit");
 
 /// The audit trail, in order.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, body = AuditPage), (status = 422, description = "A parameter breaks its rule", body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery), responses((status = 200, description = "A page of audit records", body = AuditPage), (status = 422, description = "A parameter breaks its rule (`field` names it)", body = super::error::ErrorBody), (status = 500, description = "The store could not be read", body = super::error::ErrorBody)))]
 pub async fn audit(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
@@ -254,7 +261,7 @@ pub async fn audit(
 }
 
 /// Recomputes the audit chain and reports any altered or removed record.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = Object, description = "`ok`, the record count, the head, and problems by seq")))]
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = Object, description = "`ok`, the record count, the head, and problems by seq"), (status = 500, description = "The store could not be read", body = super::error::ErrorBody)))]
 pub async fn audit_verify(State(state): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
     Ok(Json(state.pipeline.store().verify_audit().map_err(internal)?))
 }

@@ -7,7 +7,9 @@
 
 mod admin;
 mod auth;
+mod bundle_schema;
 mod config;
+mod docs;
 mod error;
 mod extract;
 mod limits;
@@ -99,11 +101,12 @@ fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
 /// OpenAPI document's security requirements are built from.
 fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
     use Permission as P;
-    vec![
+    let mut routes = vec![
         ("/health", P::Open, get(admin::health)),
         ("/health/detailed", P::Inspect, get(admin::health_detailed)),
         ("/metrics", P::Metrics, get(admin::metrics)),
         ("/openapi.json", P::Describe, get(openapi::document)),
+        ("/docs", P::Describe, get(docs::page)),
         ("/v1/predict/{bundle}", P::Predict, post(predict::predict)),
         ("/v1/predict/{bundle}/batch", P::Predict, post(predict::predict_batch)),
         ("/v1/bundles", P::Describe, get(admin::bundles)),
@@ -120,7 +123,12 @@ fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
         ("/v2/models/{model}/versions/{version}", P::Describe, get(v2::model_version_metadata)),
         ("/v2/models/{model}/versions/{version}/ready", P::Describe, get(v2::model_version_ready)),
         ("/v2/models/{model}/versions/{version}/infer", P::Predict, post(v2::infer_version)),
-    ]
+    ];
+    // The page's assets need what the page needs: they describe the API, like the document.
+    for (path, content_type, bytes) in docs::ASSETS {
+        routes.push((path, P::Describe, get(docs::asset(content_type, bytes))));
+    }
+    routes
 }
 
 /// The permission a route (as written in [`routes`]) needs.

@@ -1,8 +1,11 @@
-//! `/openapi.json`, derived from the handlers' annotations so it cannot drift from them.
+//! `/openapi.json`, derived from the handlers' annotations and the router's table so it
+//! cannot drift from them, with each loaded bundle's schema ([`super::bundle_schema`]).
 
 use axum::Json;
+use axum::extract::State;
 use utoipa::OpenApi;
 
+use super::AppState;
 use crate::auth::Permission;
 
 #[derive(OpenApi)]
@@ -29,6 +32,7 @@ use crate::auth::Permission;
         super::v2::infer,
         super::v2::infer_version,
     ),
+    components(schemas(super::v2::V2ErrorBody)),
     tags(
         (name = "predictions", description = "Predictions and their stored records"),
         (name = "bundles", description = "Loaded model bundles"),
@@ -39,18 +43,24 @@ use crate::auth::Permission;
 )]
 pub struct ApiDoc;
 
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(with_security(ApiDoc::openapi()))
+/// The document as of now: built at each request, so it shows the bundles loaded now.
+pub async fn document(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    let mut doc = with_security(ApiDoc::openapi());
+    // After the security pass: the bundles' paths are copies of the generic predict
+    // operations, which it has already given their roles and refusals.
+    super::bundle_schema::add_bundles(&mut doc, &state.pipeline.registry().summaries(), state.config.max_batch);
+    Json(doc)
 }
 
 const SCHEME: &str = "bearer";
 
 /// Declares the bearer scheme, and on each operation the roles its route needs (from the
 /// router's own table, so the document cannot promise another rule than the one enforced),
-/// with the 401 and 403 answers it can give.
+/// with the 401 and 403 answers it can give; and on every operation the answers of the
+/// layers around every route: 429 (load shedding, a token's rate) and 503 (timeout).
 fn with_security(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-    use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
     let mut bearer = Http::new(HttpAuthScheme::Bearer);
     bearer.bearer_format = Some("fct_<id>_<secret>, from `forecourt token add`".to_owned());
@@ -64,35 +74,71 @@ fn with_security(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
         .get_or_insert_with(Default::default)
         .security_schemes
         .insert(SCHEME.to_owned(), SecurityScheme::Http(bearer).into());
-    let error = |description: &str| -> RefOr<utoipa::openapi::Response> {
+    let error = |description: &str, body: &str| -> RefOr<utoipa::openapi::Response> {
         ResponseBuilder::new()
             .description(description)
-            .content(
-                "application/json",
-                utoipa::openapi::ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
-            )
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name(body))).build())
             .build()
             .into()
     };
     for (path, item) in doc.paths.paths.iter_mut() {
         let Some(permission) = super::permission_of(path) else { continue };
+        // The inference protocol's refusals keep its own shape (as auth.rs makes them).
+        let refusal_body = if path.starts_with("/v2") { "V2ErrorBody" } else { "ErrorBody" };
         for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            for (status, description) in [
+                ("429", "The token's rate is used up, or the appliance is at capacity (Retry-After)"),
+                ("503", "Not answered within server.request_timeout_secs (`timeout`)"),
+            ] {
+                match responses.get_mut(status) {
+                    Some(RefOr::T(response)) => also_error_body(response, description),
+                    Some(RefOr::Ref(_)) => {}
+                    None => {
+                        responses.insert(status.to_owned(), error(description, "ErrorBody"));
+                    }
+                }
+            }
             if permission == Permission::Open {
                 operation.security = Some(vec![SecurityRequirement::default()]);
                 continue;
             }
             let roles: Vec<&str> = permission.roles().into_iter().map(|role| role.as_str()).collect();
             operation.security = Some(vec![SecurityRequirement::new(SCHEME, roles.clone())]);
-            let responses = &mut operation.responses.responses;
-            responses.insert("401".to_owned(), error("No valid bearer token (missing, malformed, unknown or revoked)"));
+            responses.insert(
+                "401".to_owned(),
+                error("No valid bearer token (missing, malformed, unknown or revoked)", refusal_body),
+            );
             responses.insert(
                 "403".to_owned(),
-                error(&format!("The token's role may not use this route; it needs one of: {}", roles.join(", "))),
+                error(
+                    &format!("The token's role may not use this route; it needs one of: {}", roles.join(", ")),
+                    refusal_body,
+                ),
             );
-            responses
-                .entry("429".to_owned())
-                .or_insert_with(|| error("The token's rate is used up, or the appliance is at capacity (Retry-After)"));
         }
     }
     doc
+}
+
+/// A handler's own answer with a status the layers around every route also give (429 from
+/// load shedding or a token's rate, 503 from the timeout), in the /v1 error body whatever
+/// the route: its schema becomes either body, and its description says both.
+fn also_error_body(response: &mut utoipa::openapi::Response, layer: &str) {
+    use utoipa::openapi::schema::AnyOfBuilder;
+    use utoipa::openapi::{Ref, RefOr};
+
+    let error_body = Ref::from_schema_name("ErrorBody");
+    for content in response.content.values_mut() {
+        let RefOr::T(content) = content else { continue };
+        match &content.schema {
+            Some(RefOr::Ref(existing)) if existing == &error_body => {}
+            Some(existing) => {
+                content.schema =
+                    Some(RefOr::T(AnyOfBuilder::new().item(existing.clone()).item(error_body.clone()).build().into()));
+            }
+            None => content.schema = Some(error_body.clone().into()),
+        }
+    }
+    response.description = format!("{}; or: {layer}", response.description);
 }

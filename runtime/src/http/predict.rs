@@ -60,7 +60,7 @@ pub struct BatchItem {
     params(("bundle" = String, Path, description = "Bundle name, e.g. car-price")),
     request_body(content = Object, description = "The bundle's input fields (see /v1/bundles)", content_type = "application/json"),
     responses(
-        (status = 200, body = PredictResponse),
+        (status = 200, description = "The prediction", body = PredictResponse),
         (status = 400, description = "Malformed JSON", body = super::error::ErrorBody),
         (status = 404, description = "Unknown bundle", body = super::error::ErrorBody),
         (status = 413, description = "Body too large", body = super::error::ErrorBody),
@@ -99,11 +99,14 @@ pub async fn predict(
     params(("bundle" = String, Path, description = "Bundle name")),
     request_body = BatchRequest,
     responses(
-        (status = 200, body = BatchResponse),
-        (status = 400, description = "Malformed JSON, or more instances than server.max_batch", body = super::error::ErrorBody),
+        (status = 200, description = "One answer per instance, in order: outputs, or the instance's error", body = BatchResponse),
+        (status = 400, description = "Malformed JSON, or not a JSON object (`invalid_json`)", body = super::error::ErrorBody),
         (status = 404, description = "Unknown bundle", body = super::error::ErrorBody),
-        (status = 422, description = "The body is not {\"instances\": [...]}", body = super::error::ErrorBody),
+        (status = 413, description = "Body too large", body = super::error::ErrorBody),
+        (status = 415, description = "Not application/json", body = super::error::ErrorBody),
+        (status = 422, description = "`instances` missing, not an array, empty or over server.max_batch", body = super::error::ErrorBody),
         (status = 429, description = "At capacity", body = super::error::ErrorBody),
+        (status = 500, description = "The plugin or model failed for the whole batch", body = super::error::ErrorBody),
         (status = 503, description = "Starting or draining", body = super::error::ErrorBody),
     )
 )]

@@ -23,8 +23,9 @@ use crate::tensor::{Tensor, TensorData};
 #[derive(Debug)]
 pub struct V2Error(StatusCode, String);
 
-#[derive(Serialize)]
-struct V2ErrorBody {
+/// The protocol's error body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct V2ErrorBody {
     error: String,
 }
 
@@ -144,7 +145,7 @@ fn metadata(state: &AppState, bundle: &Bundle) -> ModelMetadata {
     }
 }
 
-#[utoipa::path(get, path = "/v2/models/{model}", tag = "inference protocol v2", params(("model" = String, Path)), responses((status = 200, body = Object, description = "name, versions, platform, inputs and outputs with datatype and shape"), (status = 404, body = Object)))]
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "inference protocol v2", params(("model" = String, Path)), responses((status = 200, body = Object, description = "name, versions, platform, inputs and outputs with datatype and shape"), (status = 404, body = V2ErrorBody, description = "{\"error\": \"...\"}: no such model or version")))]
 pub async fn model_metadata(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -153,7 +154,7 @@ pub async fn model_metadata(
     Ok(Json(metadata(&state, &bundle)))
 }
 
-#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = Object), (status = 404, body = Object)))]
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = Object, description = "name, versions, platform, inputs and outputs with datatype and shape"), (status = 404, body = V2ErrorBody, description = "{\"error\": \"...\"}: no such model or version")))]
 pub async fn model_version_metadata(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -162,13 +163,13 @@ pub async fn model_version_metadata(
     Ok(Json(metadata(&state, &bundle)))
 }
 
-#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "inference protocol v2", params(("model" = String, Path)), responses((status = 200, body = Object, description = "{\"name\", \"ready\"}"), (status = 404, body = Object)))]
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "inference protocol v2", params(("model" = String, Path)), responses((status = 200, body = Object, description = "{\"name\", \"ready\"}"), (status = 404, body = V2ErrorBody, description = "{\"error\": \"...\"}: no such model or version")))]
 pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, V2Error> {
     bundle_of(&state, &name, None)?;
     Ok(Json(serde_json::json!({"name": name, "ready": state.readiness.is_ready()})))
 }
 
-#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = Object), (status = 404, body = Object)))]
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), responses((status = 200, body = Object, description = "{\"name\", \"ready\"}"), (status = 404, body = V2ErrorBody, description = "{\"error\": \"...\"}: no such model or version")))]
 pub async fn model_version_ready(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -177,7 +178,8 @@ pub async fn model_version_ready(
     Ok(Json(serde_json::json!({"name": name, "ready": state.readiness.is_ready()})))
 }
 
-#[derive(Debug, Deserialize)]
+/// An inference request of the protocol (JSON tensors).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InferRequest {
     #[serde(default)]
     id: Option<String>,
@@ -189,7 +191,8 @@ pub struct InferRequest {
     outputs: Option<Vec<RequestedOutput>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An input tensor: `data` flat or nested, row-major.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InferInput {
     name: String,
     shape: Vec<i64>,
@@ -200,7 +203,7 @@ pub struct InferInput {
     parameters: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RequestedOutput {
     name: String,
     #[serde(default)]
@@ -225,7 +228,37 @@ pub struct InferOutput {
     data: Value,
 }
 
-#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "inference protocol v2", params(("model" = String, Path)), request_body(content = Object, description = "inputs: [{name, shape, datatype, data}], optional id, parameters, outputs"), responses((status = 200, body = Object, description = "model_name, model_version, id, outputs: [{name, shape, datatype, data}]"), (status = 400, body = Object, description = "{\"error\": \"...\"}"), (status = 404, body = Object), (status = 503, body = Object)))]
+/// Every answer of both infer routes.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only read by the OpenAPI derive.
+enum InferAnswers {
+    /// model_name, model_version, id, outputs: [{name, shape, datatype, data}]
+    #[response(status = 200)]
+    Inferred(Value),
+    /// Malformed JSON, or not an inference request for this model
+    #[response(status = 400)]
+    BadRequest(V2ErrorBody),
+    /// No such model or version
+    #[response(status = 404)]
+    NotFound(V2ErrorBody),
+    /// Body too large
+    #[response(status = 413)]
+    TooLarge(V2ErrorBody),
+    /// A content type other than JSON
+    #[response(status = 415)]
+    NotJson(V2ErrorBody),
+    /// At capacity
+    #[response(status = 429)]
+    Overloaded(V2ErrorBody),
+    /// The model failed
+    #[response(status = 500)]
+    Failed(V2ErrorBody),
+    /// Starting or draining
+    #[response(status = 503)]
+    NotReady(V2ErrorBody),
+}
+
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "inference protocol v2", params(("model" = String, Path)), request_body = InferRequest, responses(InferAnswers))]
 pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -235,7 +268,7 @@ pub async fn infer(
     infer_on(state, name, None, caller, body).await
 }
 
-#[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), request_body(content = Object), responses((status = 200, body = Object), (status = 400, body = Object), (status = 404, body = Object), (status = 503, body = Object)))]
+#[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), request_body = InferRequest, responses(InferAnswers))]
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,

@@ -3,9 +3,11 @@
 //! `cargo test` works on a fresh checkout without a separate build step; it builds bundles
 //! ([`example_bundles`], [`all_bundles`]), runs the real binary as a server ([`Server`]),
 //! runs a real Mosquitto broker with a recording subscriber for the fleet link ([`Broker`],
-//! [`Subscription`]), and installs the tools tests drive ([`ensure_apt`], [`ensure_pip`]).
+//! [`Subscription`]), installs the tools tests drive ([`ensure_apt`], [`ensure_pip`]), and
+//! runs the API contract's tools ([`validate_openapi`], [`schemathesis`]).
 
 mod bundles;
+mod contract;
 mod fleet;
 mod mqtt;
 mod server;
@@ -17,12 +19,13 @@ pub use bundles::{
     EXAMPLES, HOSTILE, HOSTILE_VERSION, all_bundles, copy_tree, example_bundles, hostile_bundle_dir, identity_model,
     sha256_hex, write_hostile_bundle,
 };
+pub use contract::{Fuzzing, schemathesis, validate_openapi};
 pub use fleet::{FleetKit, Packaging, SHIPPED, forecourt, succeed};
 pub use mqtt::{Broker, Message, Subscription, User};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tls::{TestCertificates, certificate_serial, served_certificate_serial};
 pub use tokens::{add_token, token_command};
-pub use tools::{ensure_apt, ensure_pip, triton_infer};
+pub use tools::{ensure_apt, ensure_pip, ensure_pip_pinned, triton_infer};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,5 @@
-//! Tools the tests drive (promtool, Triton's Python client): installed when missing, so a
-//! test never skips for want of one.
+//! Tools the tests drive (promtool, Triton's Python client, schemathesis): installed when
+//! missing, so a test never skips for want of one.
 
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -34,11 +34,24 @@ pub fn ensure_apt(package: &str, binary: &str) {
 /// `tritonclient[http]`) with `python3 -m pip` when it cannot. Panics with pip's output if it
 /// cannot.
 pub fn ensure_pip(package: &str, module: &str) {
-    if python_imports(module) {
+    ensure_python(package, &format!("import {module}"));
+}
+
+/// Makes sure the Python distribution `name` is installed at exactly `version` (a tool whose
+/// findings a test asserts on, such as schemathesis, must not change under it), installing
+/// `name==version` with pip otherwise.
+pub fn ensure_pip_pinned(name: &str, version: &str) {
+    let check = format!("import importlib.metadata as m; assert m.version({name:?}) == {version:?}");
+    ensure_python(&format!("{name}=={version}"), &check);
+}
+
+/// Runs the Python statement `check`; when it fails, installs `package` with pip and checks again.
+fn ensure_python(package: &str, check: &str) {
+    if python_runs(check) {
         return;
     }
     let _installing = INSTALLING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if python_imports(module) {
+    if python_runs(check) {
         return;
     }
     let pip = |extra: &[&str]| {
@@ -56,7 +69,7 @@ pub fn ensure_pip(package: &str, module: &str) {
         output = pip(&["--break-system-packages"]);
     }
     assert!(output.status.success(), "pip install {package} failed:\n{}", text(&output));
-    assert!(python_imports(module), "installing {package} did not make `import {module}` work");
+    assert!(python_runs(check), "installing {package} did not make `{check}` work");
 }
 
 /// Whether `which` finds `binary` (a name on the PATH, or a path).
@@ -64,9 +77,9 @@ pub(crate) fn on_path(binary: &str) -> bool {
     Command::new("which").arg(binary).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-fn python_imports(module: &str) -> bool {
+fn python_runs(statement: &str) -> bool {
     Command::new("python3")
-        .args(["-c", &format!("import {module}")])
+        .args(["-c", statement])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
