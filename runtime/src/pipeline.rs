@@ -360,7 +360,11 @@ impl Pipeline {
             metrics::counter!(names::REJECTED).increment(1);
         })?;
         metrics::gauge!(names::QUEUE_DEPTH).set(self.workers.queued() as f64);
-        Ok(pending.await?)
+        let result = pending.await;
+        // Again once done: set only on submit, the gauge kept the depth the last request
+        // saw (1 on an idle appliance, where /health/detailed says 0).
+        metrics::gauge!(names::QUEUE_DEPTH).set(self.workers.queued() as f64);
+        Ok(result?)
     }
 }
 

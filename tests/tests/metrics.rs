@@ -116,6 +116,18 @@ fn metrics_after_traffic_pass_promtool_and_carry_the_documented_series() {
     // The answers are rounded to cents; the metric sees the model's values.
     assert_close(value(&samples, "forecourt_predicted_value_sum", car), sum, 1e-6, "forecourt_predicted_value_sum");
 
+    // A histogram (Prometheus' convention for a distribution), every price within its buckets.
+    assert!(text.contains("# TYPE forecourt_predicted_value histogram"), "{text}");
+    let all = value(&samples, "forecourt_predicted_value_bucket", &[car[0], car[1], ("le", "+Inf")]);
+    assert_eq!(all, prices.len() as f64);
+    let below_1e7 = value(&samples, "forecourt_predicted_value_bucket", &[car[0], car[1], ("le", "10000000")]);
+    assert_eq!(below_1e7, prices.len() as f64, "car prices fall within the buckets");
+    // Idle now: the queue gauge says what /health/detailed says, and the refusal counter
+    // exists before the first refusal.
+    assert_eq!(value(&samples, "forecourt_inference_queue_depth", &[]), 0.0);
+    assert_eq!(server.get("/health/detailed").json["inference_queue"]["depth"], 0, "the same fact at /health/detailed");
+    assert_eq!(value(&samples, "forecourt_rejected_requests_total", &[]), 0.0);
+
     assert!(value(&samples, "process_resident_memory_bytes", &[]) > 1e6);
     let build = samples.iter().find(|s| s.name == "forecourt_build_info").expect("forecourt_build_info");
     assert_eq!(build.value, 1.0);

@@ -172,6 +172,31 @@ impl From<InferenceError> for ApiError {
 mod tests {
     use super::*;
 
+    /// The README's error table, as (status, code) rows.
+    fn readme_table() -> Vec<(u16, String)> {
+        let readme = include_str!("../../../README.md");
+        readme
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.strip_prefix('|')?.split('|').map(str::trim);
+                let status = cells.next()?.parse().ok()?;
+                let code = cells.next()?.strip_prefix('`')?.strip_suffix('`')?.to_owned();
+                Some((status, code))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_error_table_is_the_code_table() {
+        let table = readme_table();
+        for code in ErrorCode::ALL {
+            let rows: Vec<u16> =
+                table.iter().filter(|(_, documented)| documented == code.as_str()).map(|(status, _)| *status).collect();
+            assert_eq!(rows, [status_of(code).as_u16()], "{code}: the README's rows against status_of");
+        }
+        assert_eq!(table.len(), ErrorCode::ALL.len(), "the README documents a code the API does not have: {table:?}");
+    }
+
     #[test]
     fn an_echo_is_cut_to_its_bound() {
         assert_eq!(echo("abc"), "\"abc\"");

@@ -94,7 +94,8 @@ fn shape_error(path: Option<String>, serde_message: &str) -> ApiError {
         return ApiError::missing_field(field.clone(), format!("`{field}` is required"));
     }
     if let Some(name) = serde_message.strip_prefix("unknown field ").and_then(quoted) {
-        let field = field_name(name);
+        // Here the path already ends at the unknown field (for a missing one, at its parent).
+        let field = path.clone().unwrap_or(name);
         return ApiError::invalid_field(field.clone(), format!("`{field}` is not a field of this body"));
     }
     let field = path.unwrap_or_else(|| "body".to_owned());

@@ -95,6 +95,13 @@ const SECONDS_BUCKETS: &[f64] = &[
     0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+/// Predicted values span a class index (0-2) to a house price (10^6): 1-2-5 steps from 0.1
+/// to 10^7 cover both. A histogram, not the exporter's default summary, whose quantiles
+/// over a sliding window could exceed the `_max` it did not export.
+const VALUE_BUCKETS: &[f64] = &[
+    0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5,
+    1e6, 2e6, 5e6, 1e7,
+];
 
 impl Metrics {
     /// Installs the global recorder once per process and returns its handle.
@@ -106,6 +113,12 @@ impl Metrics {
                     .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
                     .and_then(|builder| {
                         builder.set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.to_owned()), BATCH_BUCKETS)
+                    })
+                    .and_then(|builder| {
+                        builder.set_buckets_for_metric(Matcher::Full(names::PREDICTED_VALUE.to_owned()), VALUE_BUCKETS)
+                    })
+                    .and_then(|builder| {
+                        builder.set_buckets_for_metric(Matcher::Full(names::STORE_GROUP_SIZE.to_owned()), BATCH_BUCKETS)
                     })
                     .expect("bucket lists are non-empty")
                     .build_recorder();
@@ -179,6 +192,11 @@ fn describe() {
     metrics::counter!(names::AUTH_DENIALS_NOT_AUDITED).absolute(0);
     metrics::counter!(names::HTTP_SHED).absolute(0);
     metrics::counter!(names::HTTP_TIMEOUTS).absolute(0);
+    metrics::counter!(names::REJECTED).absolute(0);
+    metrics::counter!(names::STORE_WRITES).absolute(0);
+    metrics::counter!(names::FLEET_OUTBOX_DROPPED).absolute(0);
+    metrics::gauge!(names::QUEUE_DEPTH).set(0.0);
+    metrics::gauge!(names::STORE_QUEUE_DEPTH).set(0.0);
 }
 
 /// One bundle version's metric handles, registered once: recording through a handle
