@@ -44,7 +44,7 @@ fn a_config_file_is_honoured_and_the_environment_overrides_it() {
 
     let server = Server::builder(&all_bundles()).config_file(&file).start();
     assert_eq!(server.post_json("/v1/predict/car-price/batch", &batch(2)).status, 200);
-    assert_eq!(server.post_json("/v1/predict/car-price/batch", &batch(3)).status, 400, "max_batch from the file");
+    assert_eq!(server.post_json("/v1/predict/car-price/batch", &batch(3)).status, 422, "max_batch from the file");
     let loop_attack = server.post_json("/v1/predict/hostile", &json!({"attack": "loop"}));
     assert!(loop_attack.json["error"]["message"].as_str().unwrap().contains("25 ms"), "{loop_attack:?}");
     let audit = server.get("/v1/audit?limit=1000").json;
@@ -54,7 +54,7 @@ fn a_config_file_is_honoured_and_the_environment_overrides_it() {
 
     let server = Server::builder(&all_bundles()).config_file(&file).env("FORECOURT_SERVER__MAX_BATCH", "4").start();
     assert_eq!(server.post_json("/v1/predict/car-price/batch", &batch(4)).status, 200, "the environment wins");
-    assert_eq!(server.post_json("/v1/predict/car-price/batch", &batch(5)).status, 400);
+    assert_eq!(server.post_json("/v1/predict/car-price/batch", &batch(5)).status, 422);
 }
 
 #[test]
