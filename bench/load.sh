@@ -9,6 +9,7 @@
 #
 #   bench/load.sh                 # 2 rounds of 20 s runs, each after a 5 s warm-up
 #   DURATION=60 ROUNDS=3 THREADS=2 bench/load.sh
+#   LOG_LEVEL=info bench/load.sh  # with the access log (one line per request); default warn
 #
 # Needs the bundles (make bundles); installs wrk from apt when missing.
 set -euo pipefail
@@ -19,6 +20,7 @@ WARMUP=${WARMUP:-5}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-2}
+LOG_LEVEL=${LOG_LEVEL:-warn}
 BUNDLES=${BUNDLES:-bundles}
 
 if ! command -v wrk >/dev/null; then
@@ -38,7 +40,7 @@ stop_server() { [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server"
 start_server() {
   local data=$1
   FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
-    FORECOURT_LOGGING__LEVEL=warn "$binary" serve >"$data/stdout" 2>"$data/stderr" &
+    FORECOURT_LOGGING__LEVEL="$LOG_LEVEL" "$binary" serve >"$data/stdout" 2>"$data/stderr" &
   server=$!
   address=
   for _ in $(seq 1 300); do

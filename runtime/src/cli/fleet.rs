@@ -160,8 +160,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Args)]
 pub struct FollowArgs {
-    /// How long to wait for every device's outcome, e.g. 60s, 2m, 1m30s [default: 60s, or
-    /// with --canary the canary's window plus 60s].
+    /// How long to wait for every device's outcome, e.g. 60s, 2m, 1m30s [default: 60s; for
+    /// a push with a canary, its window plus 60s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
     /// With --group: wait until at least N devices answered, for fleets whose statuses are
