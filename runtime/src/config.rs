@@ -140,8 +140,63 @@ pub fn check_range<T: PartialOrd + std::fmt::Display>(key: &str, value: T, min: 
     Ok(())
 }
 
+/// A list setting that also takes one comma-separated string: the obvious form in an
+/// environment variable (`FORECOURT_MQTT__GROUPS=east` or `=east,north`), where the TOML
+/// array form (`=[east, north]`) is easy to get wrong. Each item keeps its own checks
+/// and error message. Use with `#[serde(deserialize_with = "list_or_csv")]`.
+pub fn list_or_csv<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct ListOrCsv<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ListOrCsv<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("a list, or its items in one string separated by commas")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<T>, E> {
+            use serde::de::IntoDeserializer;
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| T::deserialize(item.to_owned().into_deserializer()))
+                .collect()
+        }
+    }
+
+    deserializer.deserialize_any(ListOrCsv(std::marker::PhantomData))
+}
+
 #[cfg(test)]
 mod tests {
+    #[derive(Debug, serde::Deserialize)]
+    struct Lists {
+        #[serde(deserialize_with = "list_or_csv")]
+        groups: Vec<String>,
+    }
+
+    #[test]
+    fn a_list_setting_takes_a_list_or_one_comma_separated_string() {
+        let groups = |json: &str| serde_json::from_str::<Lists>(json).map(|lists| lists.groups);
+        assert_eq!(groups(r#"{"groups": ["east", "north"]}"#).unwrap(), ["east", "north"]);
+        assert_eq!(groups(r#"{"groups": "east"}"#).unwrap(), ["east"]);
+        assert_eq!(groups(r#"{"groups": "east, north,"}"#).unwrap(), ["east", "north"]);
+        assert!(groups(r#"{"groups": "" }"#).unwrap().is_empty());
+        assert!(groups(r#"{"groups": 7}"#).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -352,7 +352,7 @@ fn cors_is_off_by_default_and_answers_only_the_configured_origins() {
     assert!(reply.headers.get("access-control-allow-origin").is_none(), "no CORS unless configured: {reply:?}");
 
     let on = Server::builder(&all_bundles())
-        .env("FORECOURT_SERVER__CORS_ALLOWED_ORIGINS", "[\"https://kiosk.example.com\"]")
+        .env("FORECOURT_SERVER__CORS_ALLOWED_ORIGINS", "https://kiosk.example.com,http://localhost:3000")
         .start();
     let reply = on.request_with_headers("OPTIONS", "/v1/predict/car-price", &preflight, None);
     assert!((200..300).contains(&reply.status), "{reply:?}");

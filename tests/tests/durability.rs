@@ -158,10 +158,19 @@ fn audit_verify_refuses_a_folder_without_a_store_and_a_store_in_use() {
     let empty = forecourt_testkit::temp_dir();
     let missing = verify(empty.path());
     assert!(!missing.status.success(), "a folder without a store is no valid chain");
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("store"), "{}", String::from_utf8_lossy(&missing.stderr));
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        said.contains("there is no store in") && !said.contains("still running"),
+        "not blamed on an appliance: {said}"
+    );
 
     let server = Server::start(&all_bundles());
     let busy = verify(server.data_dir());
     assert!(!busy.status.success(), "a running server's store cannot be verified offline");
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("still running"),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
     assert_eq!(server.get("/v1/audit/verify").json["ok"], true, "the server is unaffected");
 }

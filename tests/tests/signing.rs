@@ -148,7 +148,15 @@ fn a_packed_signed_bundle_unpacks_verifies_and_serves() {
     copy_tree(&example_bundles().join("car-price/1.0.0"), &source);
     sign(&source, &keys.join("release.key"));
     let file = scratch.path().join("car-price-1.0.0.fcb");
-    succeed(&[&"bundle", &"pack", &source, &"--out", &file]);
+    let packed = forecourt(&[&"bundle", &"pack", &source, &"--out", &file]);
+    assert!(packed.status.success() && packed.stderr.is_empty(), "a signed bundle packs without a word: {packed:?}");
+    // An unsigned one packs too, with a warning on stderr (stdout stays the file's path).
+    let unsigned = scratch.path().join("unsigned");
+    copy_tree(&example_bundles().join("car-price/1.0.0"), &unsigned);
+    let _ = std::fs::remove_file(unsigned.join("bundle.sig"));
+    let warned = forecourt(&[&"bundle", &"pack", &unsigned, &"--out", &scratch.path().join("unsigned.fcb")]);
+    let stderr = String::from_utf8_lossy(&warned.stderr);
+    assert!(warned.status.success() && stderr.contains("warning") && stderr.contains("bundle.sig"), "{stderr}");
 
     let received = scratch.path().join("received");
     let unpacked = PathBuf::from(succeed(&[&"bundle", &"unpack", &file, &"--out", &received]).trim());

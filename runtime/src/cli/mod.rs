@@ -215,7 +215,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Verify { data }) => {
             init_quiet_logging();
-            let report = crate::store::verify_audit_at(&data.join("store")).with_context(|| {
+            let store = data.join("store");
+            // Say what is wrong: a missing folder is not a running appliance's lock.
+            anyhow::ensure!(
+                store.is_dir(),
+                "there is no store in {} (no {} folder): pass the appliance's data_dir with --data",
+                data.display(),
+                store.display()
+            );
+            let report = crate::store::verify_audit_at(&store).with_context(|| {
                 format!("cannot open the store in {}: is the appliance still running? Stop it first, or use GET /v1/audit/verify", data.display())
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -257,6 +265,15 @@ fn bundle_command(command: BundleCommand) -> anyhow::Result<()> {
             println!("{} (key id {})", path.display(), key.id());
         }
         BundleCommand::Pack { bundle, out } => {
+            if !bundle.join(signature::SIGNATURE_FILE).is_file() {
+                // Packing an unsigned bundle is legitimate (a key-less appliance loads it),
+                // but an appliance with keys_dir refuses it: say so before it travels.
+                eprintln!(
+                    "warning: {} has no {}: appliances with [trust] keys_dir refuse it (sign it with `forecourt bundle sign`)",
+                    bundle.display(),
+                    signature::SIGNATURE_FILE
+                );
+            }
             archive::pack(&bundle, &out)?;
             println!("{}", out.display());
         }

@@ -21,6 +21,8 @@ pub struct MqttConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// Groups whose deployments this appliance takes (`<prefix>/groups/<group>/deploy`).
+    /// In the environment: `FORECOURT_MQTT__GROUPS=east,north`.
+    #[serde(deserialize_with = "crate::config::list_or_csv")]
     pub groups: Vec<String>,
     /// The first level of every topic.
     pub topic_prefix: String,

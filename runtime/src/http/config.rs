@@ -35,7 +35,8 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
     /// Web origins (`https://kiosk.example.com`, or `*` for any) whose pages may call the
-    /// API from a browser (CORS). Empty, the default: none.
+    /// API from a browser (CORS). Empty, the default: none. In the environment, comma-separated.
+    #[serde(deserialize_with = "crate::config::list_or_csv")]
     pub cors_allowed_origins: Vec<CorsOrigin>,
 }
 
