@@ -136,6 +136,8 @@ pub struct Pipeline {
     store_inputs: bool,
     max_batch: usize,
     metrics: MetricsCache,
+    /// `forecourt_inference_queue_depth`, registered once: set twice per request.
+    queue_depth: metrics::Gauge,
 }
 
 /// Metric handles per bundle version, made on first use.
@@ -164,7 +166,8 @@ impl Pipeline {
         store_inputs: bool,
         max_batch: usize,
     ) -> Self {
-        Self { registry, workers, store, store_inputs, max_batch, metrics: MetricsCache::default() }
+        let queue_depth = metrics::gauge!(names::QUEUE_DEPTH);
+        Self { registry, workers, store, store_inputs, max_batch, metrics: MetricsCache::default(), queue_depth }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -359,11 +362,11 @@ impl Pipeline {
         let pending = self.workers.submit(job).inspect_err(|_| {
             metrics::counter!(names::REJECTED).increment(1);
         })?;
-        metrics::gauge!(names::QUEUE_DEPTH).set(self.workers.queued() as f64);
+        self.queue_depth.set(self.workers.queued() as f64);
         let result = pending.await;
         // Again once done: set only on submit, the gauge kept the depth the last request
         // saw (1 on an idle appliance, where /health/detailed says 0).
-        metrics::gauge!(names::QUEUE_DEPTH).set(self.workers.queued() as f64);
+        self.queue_depth.set(self.workers.queued() as f64);
         Ok(result?)
     }
 }

@@ -356,9 +356,7 @@ fn cors_is_off_by_default_and_answers_only_the_configured_origins() {
         .start();
     let reply = on.request_with_headers("OPTIONS", "/v1/predict/car-price", &preflight, None);
     assert!((200..300).contains(&reply.status), "{reply:?}");
-    let header = |reply: &forecourt_testkit::Reply, name: &str| {
-        reply.headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_ascii_lowercase)
-    };
+    let header = |reply: &forecourt_testkit::Reply, name: &str| reply.header(name).map(str::to_ascii_lowercase);
     assert_eq!(header(&reply, "access-control-allow-origin").as_deref(), Some("https://kiosk.example.com"));
     let methods = header(&reply, "access-control-allow-methods").unwrap_or_default();
     assert!(methods.contains("post"), "{methods}");

@@ -82,8 +82,7 @@ fn a_clients_request_id_is_kept_beside_ours_and_each_request_has_one_access_log_
     let id = reply.request_id().to_owned();
     assert!(is_uuid_v7(&id), "ours stays the id (and the prediction's): {id}");
     assert_eq!(reply.json["prediction_id"].as_str(), Some(id.as_str()));
-    let header = reply.headers.get("x-client-request-id").and_then(|value| value.to_str().ok());
-    assert_eq!(header, Some("kiosk-7:abc-123"), "the client's is returned beside it");
+    assert_eq!(reply.header("x-client-request-id"), Some("kiosk-7:abc-123"), "the client's is returned beside it");
 
     let access = server
         .wait_for_log_line(Duration::from_secs(10), |line| line.contains(&id) && line.contains("forecourt::access"))

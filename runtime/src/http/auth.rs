@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, truncate};
 use crate::auth::{Authenticator, Denial, Permission, Principal};
 use crate::error_code::ErrorCode;
 use crate::store::{AuditKind, Store};
@@ -176,12 +176,5 @@ impl Refusal {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"forecourt\""));
         }
         response
-    }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => &text[..end],
-        None => text,
     }
 }

@@ -67,12 +67,19 @@ const ECHO_MAX_CHARS: usize = 40;
 
 /// `value` quoted for a message, cut to [`ECHO_MAX_CHARS`] characters.
 pub fn echo(value: &str) -> String {
-    let mut chars = value.chars();
-    let head: String = chars.by_ref().take(ECHO_MAX_CHARS).collect();
-    if chars.next().is_some() {
+    let head = truncate(value, ECHO_MAX_CHARS);
+    if head.len() < value.len() {
         format!("{head:?}… ({} characters)", value.chars().count())
     } else {
         format!("{head:?}")
+    }
+}
+
+/// The first `max` characters of `text`.
+pub fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
     }
 }
 

@@ -74,13 +74,13 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     if let Some(client_id) = client_id.as_ref().and_then(|value| value.to_str().ok()) {
         span.record("client_request_id", client_id);
     }
-    let route = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = REQUEST_ID.scope(id, next.run(request)).instrument(span.clone()).await;
     let served = response.extensions_mut().remove::<Served>();
     span.in_scope(|| {
         tracing::info!(
             target: "forecourt::access",
-            route = route.as_deref().unwrap_or("-"),
+            route = route.as_ref().map_or("-", MatchedPath::as_str),
             status = response.status().as_u16(),
             bundle = served.as_ref().map(|served| served.bundle.as_str()),
             version = served.as_ref().map(|served| served.version.as_str()),
