@@ -107,6 +107,7 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
         onnx,
         config: Arc::new(config.server.clone()),
         fleet: Arc::default(),
+        audit_verification: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     let fleet_health = Arc::clone(&state.fleet);
     let fleet = Fleet::open(&config.mqtt, &config.data_dir, store).context("cannot open the fleet's state")?;

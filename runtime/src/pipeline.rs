@@ -190,12 +190,12 @@ impl Pipeline {
         bundle: &str,
         id: Uuid,
         request: String,
-        owner: Option<&TokenId>,
+        origin: Origin<'_>,
     ) -> Result<Prediction, PipelineError> {
         let started = Instant::now();
         let routed = self.route(bundle)?;
         let metrics = self.metrics.of(&routed);
-        let result = self.predict_on(&routed, &metrics, Asked { id, request, owner }, started).await;
+        let result = self.predict_on(&routed, &metrics, Asked { id, request, origin }, started).await;
         let seconds = started.elapsed().as_secs_f64();
         metrics.request(result.as_ref().err().map(|error| error.code().as_str()), seconds);
         routed.stats().observe(result.as_ref().is_err_and(PipelineError::is_version_fault), seconds);
@@ -209,7 +209,7 @@ impl Pipeline {
         asked: Asked<'_>,
         started: Instant,
     ) -> Result<Prediction, PipelineError> {
-        let Asked { id, request, owner } = asked;
+        let Asked { id, request, origin } = asked;
         let job_bundle = Arc::clone(bundle);
         let store_inputs = self.store_inputs;
         let (inference, input_sha256, input): Worked = self
@@ -223,7 +223,7 @@ impl Pipeline {
         metrics::histogram!(names::BATCH_SIZE).record(1.0);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut record = prediction_record(bundle, id, input_sha256, input, &inference.response, latency_ms);
-        record.token_id = owner.map(ToString::to_string);
+        origin.stamp(&mut record);
         self.store.record(record).await?;
         Ok(Prediction {
             id,
@@ -240,7 +240,7 @@ impl Pipeline {
         &self,
         bundle: &str,
         instances: Vec<Value>,
-        owner: Option<&TokenId>,
+        origin: Origin<'_>,
     ) -> Result<BatchPrediction, PipelineError> {
         let started = Instant::now();
         if instances.len() > self.max_batch {
@@ -278,7 +278,7 @@ impl Pipeline {
                 shared_run.get_or_insert(inference.inference_time);
                 let id = Uuid::now_v7();
                 let mut record = prediction_record(&active, id, digest, input, &inference.response, latency_ms);
-                record.token_id = owner.map(ToString::to_string);
+                origin.stamp(&mut record);
                 records.push(record);
                 Ok(Prediction {
                     id,
@@ -311,7 +311,7 @@ impl Pipeline {
         version: Option<&Version>,
         id: Uuid,
         inputs: Vec<Tensor>,
-        owner: Option<&TokenId>,
+        origin: Origin<'_>,
     ) -> Result<RawInference, PipelineError> {
         let started = Instant::now();
         let target = match version {
@@ -343,7 +343,7 @@ impl Pipeline {
         let response = crate::bundle::default_response(&outputs);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut record = prediction_record(&target, id, input_sha256, input, &response, latency_ms);
-        record.token_id = owner.map(ToString::to_string);
+        origin.stamp(&mut record);
         self.store.record(record).await?;
         metrics.request(None, started.elapsed().as_secs_f64());
         Ok(RawInference { id, bundle: target, outputs })
@@ -399,14 +399,30 @@ fn prediction_record(
         outputs: Value::Object(outputs.clone()),
         latency_ms,
         token_id: None,
+        client_request_id: None,
     }
 }
 
-/// One request as the client asked it: its id, its JSON and the token that sent it.
+/// Who asked for a prediction, kept in its record: the API token (by its id, never the
+/// token) and the client's own `x-request-id`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    pub token: Option<&'a TokenId>,
+    pub client_request_id: Option<&'a str>,
+}
+
+impl Origin<'_> {
+    fn stamp(&self, record: &mut PredictionRecord) {
+        record.token_id = self.token.map(ToString::to_string);
+        record.client_request_id = self.client_request_id.map(str::to_owned);
+    }
+}
+
+/// One request as the client asked it: its id, its JSON and who sent it.
 struct Asked<'a> {
     id: Uuid,
     request: String,
-    owner: Option<&'a TokenId>,
+    origin: Origin<'a>,
 }
 
 /// Plugin and model times, the prediction count and the predicted value (row 0 of each

@@ -58,6 +58,7 @@ fn spec(name: &str, kind: FieldType, description: &str, default_json: Option<Str
         maximum: None,
         categories: Vec::new(),
         default_json,
+        max_items: None,
     }
 }
 
@@ -430,6 +431,7 @@ impl Field for IntegerList {
             unit: self.unit.map(str::to_owned),
             minimum: (self.min != i64::MIN).then_some(self.min as f64),
             maximum: (self.max != i64::MAX).then_some(self.max as f64),
+            max_items: Some(u32::try_from(self.max_len).unwrap_or(u32::MAX)),
             ..spec(self.name, FieldType::IntegerList, self.description, Some("[]".to_owned()))
         }
     }
@@ -512,5 +514,6 @@ mod tests {
         assert!(!doors.required);
         assert_eq!(doors.default_json.as_deref(), Some("4"));
         assert_eq!(MAKE.spec().categories, vec!["buick", "saab"]);
+        assert_eq!((MONTHS.spec().max_items, MILEAGE.spec().max_items), (Some(3), None), "lists carry their cap");
     }
 }

@@ -14,7 +14,7 @@
 //!   flags, derived values) and the named, typed, shaped tensors the model takes.
 //! - [`Plugin`] and [`export_plugin!`]: implement the trait, export it, done.
 //!
-//! The WIT interface is `sdk/wit/plugin.wit` (`forecourt:plugin@0.1.0`); [`bindings`]
+//! The WIT interface is `sdk/wit/plugin.wit` (`forecourt:plugin@0.2.0`); [`bindings`]
 //! holds what wit-bindgen generates from it.
 //!
 //! ## Example

@@ -2,7 +2,7 @@
 //! predictions of the three example bundles, their stored records, batches and the audit
 //! trail.
 
-use forecourt_testkit::{Server, all_bundles, assert_close, golden};
+use forecourt_testkit::{Server, all_bundles, assert_close, car, golden, with};
 use serde_json::{Value, json};
 
 const CAR_FIELDS: [&str; 10] = [
@@ -17,16 +17,6 @@ const CAR_FIELDS: [&str; 10] = [
     "forecast_months",
     "annual_mileage",
 ];
-
-fn car() -> Value {
-    json!({"make": "saab", "body": "sedan", "mileage": 42000, "cylinders": 4, "doors": 4,
-           "cruise": true, "sound": false, "leather": true})
-}
-
-fn with(mut request: Value, key: &str, value: Value) -> Value {
-    request[key] = value;
-    request
-}
 
 fn is_uuid_v7(id: &str) -> bool {
     id.len() == 36
@@ -314,6 +304,31 @@ fn the_audit_trail_pages_with_after_and_limit_and_verifies() {
     assert_eq!(report["head_seq"].as_u64(), Some(records.len() as u64), "{report}");
     assert_eq!(report["head_hash"].as_str(), Some(previous.as_str()), "{report}");
     assert_eq!(report["problems"], json!([]));
+    assert!(report.get("next_after").is_none(), "one page holds it all: {report}");
+
+    // Page by page, each linked to the one before, to the same end.
+    let (mut after, mut verified) = (0, 0);
+    loop {
+        let page = server.get(&format!("/v1/audit/verify?after={after}&limit=2")).json;
+        assert_eq!(page["ok"], true, "{page}");
+        verified += page["records"].as_u64().unwrap();
+        match page["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => {
+                assert_eq!(page["head_hash"].as_str(), Some(previous.as_str()), "{page}");
+                break;
+            }
+        }
+    }
+    assert_eq!(verified, records.len() as u64);
+    for bad in ["limit=0", "limit=1000001", "after=-1", "from=3"] {
+        let reply = server.get(&format!("/v1/audit/verify?{bad}"));
+        assert_eq!(
+            (reply.status, reply.json["error"]["code"].as_str()),
+            (422, Some("invalid_field")),
+            "{bad}: {reply:?}"
+        );
+    }
 }
 
 #[test]

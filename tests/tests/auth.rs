@@ -65,10 +65,10 @@ fn route_table(prediction_id: &str) -> Vec<(&'static str, String, Option<Value>,
         ("GET", "/health/detailed".into(), None, INSPECT),
         ("GET", "/metrics".into(), None, METRICS),
         ("GET", "/openapi.json".into(), None, DESCRIBE),
-        ("GET", "/docs".into(), None, DESCRIBE),
-        ("GET", "/docs/swagger-ui.css".into(), None, DESCRIBE),
-        ("GET", "/docs/swagger-ui-bundle.js".into(), None, DESCRIBE),
-        ("GET", "/docs/swagger-initializer.js".into(), None, DESCRIBE),
+        ("GET", "/docs".into(), None, OPEN),
+        ("GET", "/docs/swagger-ui.css".into(), None, OPEN),
+        ("GET", "/docs/swagger-ui-bundle.js".into(), None, OPEN),
+        ("GET", "/docs/swagger-initializer.js".into(), None, OPEN),
         ("POST", "/v1/predict/car-price".into(), Some(car()), PREDICT),
         ("POST", "/v1/predict/car-price/batch".into(), Some(json!({"instances": [car()]})), PREDICT),
         ("GET", "/v1/bundles".into(), None, DESCRIBE),
@@ -330,6 +330,12 @@ fn a_token_over_its_rate_gets_429_with_retry_after_and_others_are_not_slowed() {
     let refused = limited.post_json("/v1/predict/car-price", &car());
     assert_eq!((refused.status, refused.json["error"]["code"].as_str()), (429, Some("rate_limited")), "{refused:?}");
     assert_eq!(refused.header("retry-after"), Some("1"));
+    let refused_v2 = limited.get("/v2/models/car-price");
+    assert_eq!(refused_v2.status, 429, "{refused_v2:?}");
+    assert!(
+        refused_v2.json["error"].as_str().is_some_and(|message| message.contains("rate")),
+        "v2 shape: {refused_v2:?}"
+    );
     let free = server.client().as_token(Some(&free));
     for _ in 0..20 {
         assert_eq!(free.post_json("/v1/predict/car-price", &car()).status, 200);
@@ -373,6 +379,10 @@ fn past_the_concurrency_limit_requests_are_shed_and_slow_ones_time_out() {
     };
     assert_eq!((shed.status, shed.json["error"]["code"].as_str()), (429, Some("overloaded")), "{shed:?}");
     assert_eq!(shed.header("retry-after"), Some("1"));
+    // The inference protocol's routes refuse in its own shape.
+    let shed_v2 = server.get("/v2/models/car-price");
+    assert_eq!(shed_v2.status, 429, "{shed_v2:?}");
+    assert!(shed_v2.json["error"].as_str().is_some_and(|message| message.contains("retry")), "{shed_v2:?}");
 
     // The stalled one runs out of time and gives its slot back.
     let answer = read_to_end_within(&mut stalled, Duration::from_secs(10));

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use forecourt_testkit::{Fuzzing, Server, add_token, example_bundles, schemathesis, temp_dir, validate_openapi};
+use forecourt_testkit::{
+    Fuzzing, Server, add_token, browser_script, example_bundles, schemathesis, temp_dir, validate_openapi,
+};
 use serde_json::{Value, json};
 
 /// A server with the example bundles and its data in `data`, and an admin token made before
@@ -71,6 +73,9 @@ fn the_document_validates_and_carries_each_bundles_schema() {
             if let Some(unit) = field.get("unit") {
                 assert_eq!(&property["x-unit"], unit, "{what}");
             }
+            if let Some(max_items) = field.get("max_items") {
+                assert_eq!(&property["maxItems"], max_items, "{what}");
+            }
             if let Some(default) = field.get("default") {
                 assert_eq!(&property["default"], default, "{what}");
             }
@@ -94,6 +99,7 @@ fn the_document_validates_and_carries_each_bundles_schema() {
     assert_eq!(car["properties"]["make"]["enum"][0], "buick", "{car}");
     assert_eq!(car["properties"]["cylinders"]["type"], "integer", "{car}");
     assert_eq!(car["properties"]["mileage"]["maximum"], 1_000_000, "{car}");
+    assert_eq!(car["properties"]["forecast_months"]["maxItems"], 12, "the plugin's cap on a list: {car}");
 
     // Every response of every operation is documented with a description, and the
     // operations that read a body list the body refusals.
@@ -119,8 +125,10 @@ fn the_document_validates_and_carries_each_bundles_schema() {
 fn docs_serve_swagger_ui_from_the_appliance_itself() {
     let data = temp_dir();
     let (server, token) = server_with_admin(data.path());
-    assert_eq!(server.get("/docs").status, 401, "/docs needs a token once tokens exist");
-    let client = server.client().as_token(Some(&token));
+    // The page and its files are open (a browser sends no token when it opens a page); the
+    // document they show is not, so the page asks for a token and sends it.
+    assert_eq!(server.get("/openapi.json").status, 401, "the document needs a token once tokens exist");
+    let client = server.client();
     let page = client.get("/docs");
     assert_eq!(page.status, 200, "{page:?}");
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
@@ -130,6 +138,7 @@ fn docs_serve_swagger_ui_from_the_appliance_itself() {
         .flat_map(|attribute| page.text.split(attribute).skip(1))
         .map(|rest| rest.split('"').next().unwrap())
         .collect();
+    assert!(page.text.contains("id=\"forecourt-token\"") && page.text.contains("type=\"password\""), "{}", page.text);
     assert_eq!(assets.len(), 3, "the page loads its script, initializer and stylesheet: {}", page.text);
     for asset in assets {
         assert!(asset.starts_with("/docs/") && !asset.starts_with("//"), "{asset} is not the appliance's own");
@@ -142,6 +151,24 @@ fn docs_serve_swagger_ui_from_the_appliance_itself() {
         initializer.contains("url: \"/openapi.json\"") && initializer.contains("validatorUrl: null"),
         "{initializer}"
     );
+    assert!(
+        initializer.contains("sessionStorage") && initializer.contains("request.headers.Authorization = \"Bearer \""),
+        "the token typed in goes with every request of the page: {initializer}"
+    );
+    assert_eq!(server.client().as_token(Some(&token)).get("/openapi.json").status, 200);
+}
+
+/// /docs as an operator meets it in a browser: asks for a token, shows the API with it,
+/// keeps it across a reload, and "Try it out" gets the appliance's answer.
+#[test]
+fn docs_in_a_headless_chromium_take_a_token_and_show_the_api() {
+    let data = temp_dir();
+    let (server, token) = server_with_admin(data.path());
+    let base = server.client().url("");
+    let ran = browser_script("docs_token.py", &[base.trim_end_matches('/'), &token]);
+    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert!(ran.status.success(), "the browser did not get through /docs:\n{said}");
+    assert!(said.lines().any(|line| line == "ok"), "{said}");
 }
 
 /// Schemathesis with every check and every phase (the examples phase finds none here) on

@@ -4,17 +4,8 @@
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use forecourt_testkit::{Reply, Server, all_bundles};
+use forecourt_testkit::{Reply, Server, all_bundles, car, with};
 use serde_json::{Value, json};
-
-fn car() -> Value {
-    json!({"make": "saab", "body": "sedan", "mileage": 42000, "cylinders": 4, "doors": 4})
-}
-
-fn with(mut request: Value, key: &str, value: Value) -> Value {
-    request[key] = value;
-    request
-}
 
 /// Asserts the /v1 error shape: status, `error.code`, `error.field`, a message, and the
 /// request id in the body equal to the x-request-id header.

@@ -10,15 +10,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use forecourt_testkit::{
-    Broker, FleetKit, Message, Packaging, SHIPPED, Server, Subscription, User, forecourt, sha256_hex,
+    Broker, FleetKit, Message, Packaging, SHIPPED, Server, Subscription, User, car, forecourt, sha256_hex,
 };
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn car() -> Value {
-    json!({"make": "saab", "body": "sedan", "mileage": 42000, "cylinders": 4, "doors": 4})
-}
 
 /// The version a prediction of car-price was served by.
 fn served_version(server: &Server) -> String {
@@ -198,6 +194,16 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
     let status = await_online(&broker, "kiosk-1");
     assert_eq!(status["bundles"]["car-price"], "1.0.0", "{status}");
     assert_eq!(status["groups"], json!(["east"]));
+    // The fleet's counters exist at zero before anything happened, for every label.
+    let metrics = server.get("/metrics").text;
+    for series in [
+        r#"forecourt_fleet_deployments_total{action="deploy",outcome="rolled_back"} 0"#,
+        r#"forecourt_fleet_deployments_total{action="remove",outcome="rejected"} 0"#,
+        r#"forecourt_fleet_published_total{kind="event"} "#,
+        "forecourt_fleet_connections_total 1",
+    ] {
+        assert!(metrics.contains(series), "{series} missing in\n{metrics}");
+    }
     let progress = broker.subscribe("forecourt/kiosk-1/deployments/+");
     let fcb = kit.package("1.1.0", Packaging::Signed);
 
@@ -229,6 +235,12 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
     let status =
         broker.subscribe("forecourt/kiosk-1/status").wait_for(WAIT, |m| m.json()["bundles"]["car-price"] == "1.1.0");
     assert!(status.is_some(), "the retained status follows the new version");
+    // The published contract follows the activation.
+    let documented = |server: &Server| {
+        let document = server.get("/openapi.json").json;
+        document["components"]["schemas"]["CarPriceRequest"]["description"].as_str().unwrap_or_default().to_owned()
+    };
+    assert!(documented(&server).contains("(bundle version 1.1.0)"), "{}", documented(&server));
 
     let rollback = forecourt(&[
         &"fleet",
@@ -245,6 +257,7 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
     assert!(rollback.status.success(), "{}", String::from_utf8_lossy(&rollback.stderr));
     assert_eq!(served_version(&server), "1.0.0");
     assert_eq!(car_price_versions(&server).0, "1.0.0");
+    assert!(documented(&server).contains("(bundle version 1.0.0)"), "{}", documented(&server));
 
     // `fleet status` lists the device from its retained status, as a table and as JSON.
     let url = broker.url();
@@ -412,6 +425,7 @@ fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
     let server = kit.appliance(&broker, "kiosk-5", &[]).start();
     await_online(&broker, "kiosk-5");
     let progress = broker.subscribe("forecourt/kiosk-5/deployments/+");
+    let history = broker.subscribe("forecourt/kiosk-5/history");
 
     // A p99 threshold no request can meet: rolled back on its first figures.
     let load = Load::start(&server);
@@ -444,7 +458,11 @@ fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
         &["--canary", "50", "--canary-window", "2s", "--max-p99-ms", "1000", "--max-error-rate", "0.01"],
     );
     let report = load.finish();
-    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
+    let said = String::from_utf8_lossy(&healthy.stderr);
+    assert!(healthy.status.success(), "{said}");
+    // The window is announced, then counted while it runs (a line per quarter of it off a terminal).
+    assert!(said.contains("kiosk-5  canary  car-price 1.2.0  50% of requests for 2 s"), "{said}");
+    assert!(said.contains("kiosk-5  canary  1 s of 2 s"), "{said}");
     let messages = await_outcome(&progress, "canary-healthy");
     let outcome = messages.last().unwrap().json();
     assert_eq!((outcome["step"].clone(), outcome["ok"].clone()), (json!("active"), json!(true)), "{outcome}");
@@ -461,6 +479,28 @@ fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
     let audit = server.get("/v1/audit?limit=1000").json;
     let kinds: Vec<&str> = audit["records"].as_array().unwrap().iter().filter_map(|r| r["kind"].as_str()).collect();
     assert!(kinds.contains(&"rolled_back"), "the rollback is audited: {kinds:?}");
+
+    // The device's retained history follows each outcome, newest first; `fleet history`
+    // reads it from the broker, for one device or for all.
+    history
+        .wait_for(WAIT, |m| m.json()["deployments"][0]["deployment"] == "canary-healthy")
+        .expect("the history follows the outcome");
+    let url = broker.url();
+    let listed =
+        forecourt_testkit::succeed(&[&"fleet", &"history", &"--broker", &url, &"--device", &"kiosk-5", &"--json"]);
+    let listed: Value = serde_json::from_str(&listed).expect("--json prints JSON");
+    let deployments = listed["kiosk-5"]["deployments"].as_array().unwrap();
+    let summary: Vec<(&str, &str, bool)> = deployments
+        .iter()
+        .map(|d| (d["deployment"].as_str().unwrap(), d["step"].as_str().unwrap(), d["ok"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(summary, [("canary-healthy", "active", true), ("canary-strict", "rolled_back", false)]);
+    assert_eq!(deployments[0]["previous"], "1.0.0", "{listed}");
+    assert_eq!(deployments[1]["reason"]["code"], "canary_failed", "{listed}");
+    let table = forecourt_testkit::succeed(&[&"fleet", &"history", &"--broker", &url]);
+    let row = |id: &str| table.lines().find(|line| line.contains(id)).unwrap_or_else(|| panic!("{id} in\n{table}"));
+    assert!(row("canary-healthy").contains("ok (active)") && row("canary-healthy").contains("kiosk-5"), "{table}");
+    assert!(row("canary-strict").contains("rolled_back") && row("canary-strict").contains("canary_failed"), "{table}");
 }
 
 #[test]

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use forecourt_testkit::{Broker, FleetKit, Packaging, SHIPPED, Server, Subscription, forecourt};
+use forecourt_testkit::{Broker, FleetKit, Packaging, SHIPPED, Server, Subscription, car, forecourt};
 use serde_json::{Value, json};
 
 const DEVICES: usize = 20;
@@ -26,10 +26,6 @@ const WAIT: Duration = Duration::from_secs(120);
 const TRAILING: Duration = Duration::from_secs(10);
 /// The steps of a deployment without a canary, in order.
 const STEPS: [&str; 6] = ["received", "verified", "staged", "loaded", "smoke_tested", "active"];
-
-fn car() -> Value {
-    json!({"make": "saab", "body": "sedan", "mileage": 42000, "cylinders": 4, "doors": 4})
-}
 
 #[test]
 fn twenty_appliances_in_one_group_converge_on_one_push() {

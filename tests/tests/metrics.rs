@@ -129,6 +129,9 @@ fn metrics_after_traffic_pass_promtool_and_carry_the_documented_series() {
     assert_eq!(value(&samples, "forecourt_rejected_requests_total", &[]), 0.0);
 
     assert!(value(&samples, "process_resident_memory_bytes", &[]) > 1e6);
+    // A counter of seconds with their fraction (the exporter's own counters are whole numbers).
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"), "{text}");
+    assert!(value(&samples, "process_cpu_seconds_total", &[]) > 0.0, "{text}");
     let build = samples.iter().find(|s| s.name == "forecourt_build_info").expect("forecourt_build_info");
     assert_eq!(build.value, 1.0);
     assert!(build.labels.iter().any(|(k, v)| k == "version" && !v.is_empty()), "{build:?}");

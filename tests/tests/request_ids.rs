@@ -83,6 +83,8 @@ fn a_clients_request_id_is_kept_beside_ours_and_each_request_has_one_access_log_
     assert!(is_uuid_v7(&id), "ours stays the id (and the prediction's): {id}");
     assert_eq!(reply.json["prediction_id"].as_str(), Some(id.as_str()));
     assert_eq!(reply.header("x-client-request-id"), Some("kiosk-7:abc-123"), "the client's is returned beside it");
+    let stored = server.get(&format!("/v1/predictions/{id}")).json;
+    assert_eq!(stored["client_request_id"], "kiosk-7:abc-123", "and kept in the record: {stored}");
 
     let access = server
         .wait_for_log_line(Duration::from_secs(10), |line| line.contains(&id) && line.contains("forecourt::access"))

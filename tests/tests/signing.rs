@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use forecourt_testkit::{Server, copy_tree, example_bundles, forecourt_binary, temp_dir};
+use forecourt_testkit::{Server, car, copy_tree, example_bundles, forecourt_binary, temp_dir};
 use serde_json::{Value, json};
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,10 +33,6 @@ fn keygen(dir: &Path, name: &str) -> String {
 
 fn sign(bundle: &Path, key: &Path) {
     succeed(&[&"bundle", &"sign", &bundle, &"--key", &key]);
-}
-
-fn car() -> Value {
-    json!({"make": "saab", "body": "sedan", "mileage": 42000, "cylinders": 4, "doors": 4})
 }
 
 fn bundle_names(server: &Server) -> Vec<String> {

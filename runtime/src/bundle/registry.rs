@@ -80,6 +80,27 @@ pub struct CanarySummary {
     pub share_percent: f64,
 }
 
+/// What `/v1/bundles` shows of a name: its active version's plugin description, and its
+/// versions and canary.
+fn summary(name: &str, entry: &Entry) -> Option<BundleSummary> {
+    let active = entry.versions.get(&entry.active)?;
+    let info = active.plugin().info();
+    Some(BundleSummary {
+        name: name.to_owned(),
+        active_version: entry.active.to_string(),
+        versions: entry.versions.keys().map(Version::to_string).collect(),
+        description: active.manifest().bundle.description.clone(),
+        plugin_sha256: active.plugin().sha256().to_owned(),
+        model_sha256: active.model().sha256().to_owned(),
+        inputs: info.inputs.clone(),
+        outputs: info.outputs.clone(),
+        canary: entry.canary.as_ref().map(|canary| CanarySummary {
+            version: canary.version.to_string(),
+            share_percent: canary.per_mille as f64 / 10.0,
+        }),
+    })
+}
+
 #[derive(Debug)]
 pub struct Registry {
     loader: BundleLoader,
@@ -240,28 +261,13 @@ impl Registry {
     /// Every bundle name with its active version, sorted by name.
     pub fn summaries(&self) -> Vec<BundleSummary> {
         let snapshot = self.state.load();
-        snapshot
-            .names
-            .iter()
-            .filter_map(|(name, entry)| {
-                let active = entry.versions.get(&entry.active)?;
-                let info = active.plugin().info();
-                Some(BundleSummary {
-                    name: name.clone(),
-                    active_version: entry.active.to_string(),
-                    versions: entry.versions.keys().map(Version::to_string).collect(),
-                    description: active.manifest().bundle.description.clone(),
-                    plugin_sha256: active.plugin().sha256().to_owned(),
-                    model_sha256: active.model().sha256().to_owned(),
-                    inputs: info.inputs.clone(),
-                    outputs: info.outputs.clone(),
-                    canary: entry.canary.as_ref().map(|canary| CanarySummary {
-                        version: canary.version.to_string(),
-                        share_percent: canary.per_mille as f64 / 10.0,
-                    }),
-                })
-            })
-            .collect()
+        snapshot.names.iter().filter_map(|(name, entry)| summary(name, entry)).collect()
+    }
+
+    /// The summary of one bundle name, if it is loaded.
+    pub fn summary(&self, name: &str) -> Option<BundleSummary> {
+        let snapshot = self.state.load();
+        snapshot.names.get(name).and_then(|entry| summary(name, entry))
     }
 
     /// Every version of `name`, ascending.

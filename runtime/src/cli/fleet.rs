@@ -23,7 +23,7 @@ use crate::fleet::manager::{
     BundleFile, Credentials, DEFAULT_SETTLE, DEFAULT_VALID_FOR, DeviceOutcome, FleetManager, ManagerError, Observation,
     Outcome, PushOptions, Target, classify,
 };
-use crate::fleet::messages::{BundleName, CanaryPolicy, DeploymentId, Progress, Reason, Status};
+use crate::fleet::messages::{BundleName, CanaryPolicy, DeploymentId, History, Progress, Reason, Status, Step};
 use crate::fleet::signed;
 
 /// Where the broker password comes from when `--password-file` is not given: never from
@@ -40,6 +40,9 @@ pub enum FleetCommand {
     Remove(RemoveArgs),
     /// Print every device's retained status.
     Status(StatusArgs),
+    /// Print a device's latest deployments (or every device's), newest first, from the
+    /// history it keeps retained on the broker.
+    History(HistoryArgs),
     /// Sign a request (JSON on stdin) for a device or a group and print the envelope to
     /// publish, for tools of your own that publish requests.
     Sign(SignArgs),
@@ -288,6 +291,18 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// One appliance, by its device id [default: every device].
+    #[arg(long, value_name = "ID")]
+    pub device: Option<String>,
+    /// Print the histories as JSON (device -> history) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(command: FleetCommand) -> anyhow::Result<()> {
     match command {
         FleetCommand::Push(args) => {
@@ -298,6 +313,7 @@ pub fn run(command: FleetCommand) -> anyhow::Result<()> {
         FleetCommand::Rollback(args) => block_on(rollback(args)),
         FleetCommand::Remove(args) => block_on(remove(args)),
         FleetCommand::Status(args) => block_on(status(args)),
+        FleetCommand::History(args) => block_on(history(args)),
         FleetCommand::Sign(args) => sign(args),
     }
 }
@@ -413,6 +429,26 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn history(args: HistoryArgs) -> anyhow::Result<()> {
+    let mut manager = args.broker.connect().await?;
+    let histories = manager.histories(args.device.as_deref(), DEFAULT_SETTLE).await;
+    manager.disconnect().await;
+    let histories = histories?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&histories)?);
+    } else if histories.is_empty() {
+        let whom = args.device.as_deref().map_or_else(|| "no device".to_owned(), |device| device.to_owned());
+        eprintln!(
+            "{whom} has a history under {}/{}/history (a device publishes one once its fleet link is up)",
+            args.broker.prefix,
+            args.device.as_deref().unwrap_or("+"),
+        );
+    } else {
+        println!("{}", history_table(&histories));
+    }
+    Ok(())
+}
+
 fn parse_broker(url: &str) -> Result<BrokerAddress, String> {
     BrokerAddress::parse(url)
 }
@@ -468,29 +504,46 @@ pub fn parse_whole_seconds(text: &str) -> Result<u64, String> {
     Ok(duration.as_secs())
 }
 
-/// Live progress: a spinner line per device on a terminal. indicatif draws nothing when
-/// stderr is not one (CI, tests, a pipe), so there each message is a plain line instead.
-enum ProgressView {
+/// Live progress: a spinner line per device on a terminal, which turns into a bar filling
+/// up over a canary's window. indicatif draws nothing when stderr is not one (CI, tests, a
+/// pipe), so there each message is a plain line instead, with a line now and then while a
+/// canary runs.
+struct ProgressView {
+    mode: Mode,
+    /// The tasks that move each running canary's bar or print its lines.
+    canaries: BTreeMap<String, tokio::task::JoinHandle<()>>,
+}
+
+enum Mode {
     Bars { multi: MultiProgress, bars: BTreeMap<String, ProgressBar>, width: usize },
     Lines,
 }
 
 impl std::fmt::Debug for ProgressView {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(match self {
-            Self::Bars { .. } => "ProgressView::Bars",
-            Self::Lines => "ProgressView::Lines",
+        formatter.write_str(match self.mode {
+            Mode::Bars { .. } => "ProgressView::Bars",
+            Mode::Lines => "ProgressView::Lines",
         })
+    }
+}
+
+impl Drop for ProgressView {
+    fn drop(&mut self) {
+        for ticker in self.canaries.values() {
+            ticker.abort();
+        }
     }
 }
 
 impl ProgressView {
     fn new() -> Self {
-        if std::io::stderr().is_terminal() {
-            Self::Bars { multi: MultiProgress::new(), bars: BTreeMap::new(), width: 0 }
+        let mode = if std::io::stderr().is_terminal() {
+            Mode::Bars { multi: MultiProgress::new(), bars: BTreeMap::new(), width: 0 }
         } else {
-            Self::Lines
-        }
+            Mode::Lines
+        };
+        Self { mode, canaries: BTreeMap::new() }
     }
 
     fn observe(&mut self, seen: Observation<'_>) {
@@ -498,34 +551,80 @@ impl ProgressView {
             Observation::NotOnline { device, status } => self.say(&not_online_warning(device, status)),
             Observation::Publishing { deployment, topic, expected } => {
                 self.say(&format!("deployment {deployment} on {topic}: {}", awaiting(expected)));
-                if let Self::Bars { width, .. } = self {
+                if let Mode::Bars { width, .. } = &mut self.mode {
                     *width = expected.iter().map(String::len).max().unwrap_or(0);
                 }
                 for device in expected {
                     self.bar(device);
                 }
             }
-            Observation::Progress(progress) => match self {
-                Self::Lines => eprintln!("{}", progress_line(progress)),
-                Self::Bars { .. } => {
-                    let bar = self.bar(&progress.device);
-                    let message = progress_message(progress);
-                    if progress.is_final {
-                        let ok = classify(progress.action, Some(progress)) == Outcome::Succeeded;
-                        let mark = if ok { "✓" } else { "✗" };
-                        bar.set_style(style("{prefix} {msg}"));
-                        bar.finish_with_message(format!("{mark} {message}"));
-                    } else {
-                        bar.set_message(message);
+            Observation::Progress(progress) => {
+                if let Some(ticker) = self.canaries.remove(&progress.device) {
+                    ticker.abort();
+                }
+                match &self.mode {
+                    Mode::Lines => eprintln!("{}", progress_line(progress)),
+                    Mode::Bars { .. } => {
+                        let bar = self.bar(&progress.device);
+                        let message = progress_message(progress);
+                        if progress.is_final {
+                            let ok = classify(progress.action, Some(progress)) == Outcome::Succeeded;
+                            let mark = if ok { "✓" } else { "✗" };
+                            bar.set_style(style("{prefix} {msg}"));
+                            bar.finish_with_message(format!("{mark} {message}"));
+                        } else {
+                            bar.set_message(message);
+                        }
                     }
                 }
-            },
+                if let Some(window) = canary_window(progress) {
+                    let ticker = self.follow_canary(&progress.device, window);
+                    self.canaries.insert(progress.device.clone(), ticker);
+                }
+            }
+        }
+    }
+
+    /// Shows a canary's window passing: the device's bar fills up over it, or a line is
+    /// printed every quarter of it (at most every 10 s). The device's next message stops it.
+    fn follow_canary(&mut self, device: &str, window: Duration) -> tokio::task::JoinHandle<()> {
+        let started = tokio::time::Instant::now();
+        let seconds = window.as_secs();
+        match &self.mode {
+            Mode::Bars { .. } => {
+                let bar = self.bar(device);
+                bar.set_length(seconds);
+                bar.set_position(0);
+                bar.set_style(style("{spinner} {prefix} {msg} [{bar:24}] {pos}/{len} s"));
+                tokio::spawn(async move {
+                    let mut ticks = tokio::time::interval(Duration::from_millis(250));
+                    while !bar.is_finished() {
+                        ticks.tick().await;
+                        bar.set_position(started.elapsed().as_secs().min(seconds));
+                    }
+                })
+            }
+            Mode::Lines => {
+                let every = (window / 4).clamp(Duration::from_secs(1), Duration::from_secs(10));
+                let device = device.to_owned();
+                tokio::spawn(async move {
+                    let mut ticks = tokio::time::interval_at(started + every, every);
+                    loop {
+                        ticks.tick().await;
+                        let elapsed = started.elapsed().as_secs().min(seconds);
+                        eprintln!("{device}  canary  {elapsed} s of {seconds} s");
+                        if elapsed >= seconds {
+                            return;
+                        }
+                    }
+                })
+            }
         }
     }
 
     /// The device's line, made on first sight (devices nobody expected get one too).
     fn bar(&mut self, device: &str) -> ProgressBar {
-        let Self::Bars { multi, bars, width } = self else { return ProgressBar::hidden() };
+        let Mode::Bars { multi, bars, width } = &mut self.mode else { return ProgressBar::hidden() };
         bars.entry(device.to_owned())
             .or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new_spinner());
@@ -539,24 +638,40 @@ impl ProgressView {
     }
 
     fn say(&self, line: &str) {
-        match self {
+        match &self.mode {
             // Above the bars, so that they are not torn apart.
-            Self::Bars { multi, .. } => {
+            Mode::Bars { multi, .. } => {
                 let _ = multi.println(line);
             }
-            Self::Lines => eprintln!("{line}"),
+            Mode::Lines => eprintln!("{line}"),
         }
     }
 
     /// Stops the spinners of devices that never ended, so that the table prints below them.
     fn finish(&mut self) {
-        if let Self::Bars { bars, .. } = self {
+        for (_, ticker) in std::mem::take(&mut self.canaries) {
+            ticker.abort();
+        }
+        if let Mode::Bars { bars, .. } = &self.mode {
             for bar in bars.values().filter(|bar| !bar.is_finished()) {
                 bar.set_style(style("{prefix} {msg}"));
                 bar.abandon_with_message(format!("… no outcome ({})", bar.message()));
             }
         }
     }
+}
+
+/// The window of a canary that just started.
+fn canary_window(progress: &Progress) -> Option<Duration> {
+    canary_policy(progress).map(|policy| Duration::from_secs(policy.window_secs))
+}
+
+/// The policy a canary's start message carries.
+fn canary_policy(progress: &Progress) -> Option<CanaryPolicy> {
+    if progress.step != Step::Canary || progress.is_final {
+        return None;
+    }
+    serde_json::from_value(progress.detail.clone()?).ok()
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -592,6 +707,9 @@ fn progress_message(progress: &Progress) -> String {
     }
     if let Some(reason) = &progress.reason {
         parts.push(reason_text(reason));
+    }
+    if let Some(policy) = canary_policy(progress) {
+        parts.push(format!("{}% of requests for {} s", policy.share_percent, policy.window_secs));
     }
     parts.join("  ")
 }
@@ -655,6 +773,46 @@ fn status_table(statuses: &BTreeMap<String, Status>) -> Table {
     table
 }
 
+/// device, deployment, action, bundle, version, previous, outcome, started, updated, reason;
+/// newest first within each device.
+fn history_table(histories: &BTreeMap<String, History>) -> Table {
+    let mut table = new_table(&[
+        "device",
+        "deployment",
+        "action",
+        "bundle",
+        "version",
+        "previous",
+        "outcome",
+        "started",
+        "updated",
+        "reason",
+    ]);
+    for (device, history) in histories {
+        for entry in &history.deployments {
+            let text = |field: &Option<String>| field.clone().unwrap_or_else(|| "-".to_owned());
+            let outcome = match entry.ok {
+                Some(true) => format!("ok ({})", entry.step.as_str()),
+                Some(false) => entry.step.as_str().to_owned(),
+                None => format!("running ({})", entry.step.as_str()),
+            };
+            table.add_row(vec![
+                device.clone(),
+                entry.deployment.clone(),
+                serde_json::to_value(entry.action).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                text(&entry.bundle),
+                text(&entry.version),
+                text(&entry.previous),
+                outcome,
+                entry.started.clone(),
+                entry.updated.clone(),
+                entry.reason.as_ref().map_or_else(String::new, reason_text),
+            ]);
+        }
+    }
+    table
+}
+
 /// `car-price 1.2.0 (canary 1.3.0), iris 1.0.0`.
 fn bundles_cell(status: &Status) -> String {
     let names: BTreeSet<&String> = status.bundles.keys().chain(status.canaries.keys()).collect();
@@ -699,7 +857,7 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::fleet::messages::{Action, ReasonCode, Step};
+    use crate::fleet::messages::{Action, ReasonCode};
 
     fn progress(device: &str, step: Step) -> Progress {
         Progress { ok: None, ..Progress::example(device, Action::Deploy, step) }
@@ -857,6 +1015,53 @@ mod tests {
         {
             assert!(row.contains(cell), "{cell} missing in\n{table}");
         }
+    }
+
+    #[test]
+    fn a_canary_start_names_its_share_and_window() {
+        let mut canary = progress("kiosk-1", Step::Canary);
+        assert_eq!(canary_window(&canary), None, "no policy, no window");
+        let policy = CanaryPolicy { window_secs: 90, ..CanaryPolicy::with_share(10.0) };
+        canary.detail = Some(serde_json::to_value(&policy).unwrap());
+        assert_eq!(canary_window(&canary), Some(Duration::from_secs(90)));
+        assert_eq!(progress_line(&canary), "kiosk-1  canary  car-price 1.3.0  10% of requests for 90 s");
+        let promoted = Progress { step: Step::Active, is_final: true, ..canary };
+        assert_eq!(canary_window(&promoted), None);
+    }
+
+    #[test]
+    fn the_history_table_shows_each_deployment_with_its_outcome() {
+        use crate::fleet::messages::HistoryEntry;
+        let entry = |deployment: &str, step: Step, ok: Option<bool>, reason: Option<Reason>| HistoryEntry {
+            deployment: deployment.to_owned(),
+            action: Action::Deploy,
+            step,
+            bundle: Some("car-price".to_owned()),
+            version: Some("1.3.0".to_owned()),
+            previous: Some("1.2.0".to_owned()),
+            started: "2026-01-01T00:00:00.000Z".to_owned(),
+            updated: "2026-01-01T00:00:02.500Z".to_owned(),
+            ok,
+            reason,
+        };
+        let history = History {
+            device: "kiosk-9".to_owned(),
+            time: "2026-01-01T00:01:00.000Z".to_owned(),
+            deployments: vec![
+                entry("d3", Step::Canary, None, None),
+                entry("d2", Step::Rejected, Some(false), Some(Reason::new(ReasonCode::Untrusted, "unsigned"))),
+                entry("d1", Step::Active, Some(true), None),
+            ],
+        };
+        let table = history_table(&BTreeMap::from([("kiosk-9".to_owned(), history)])).to_string();
+        let row = |deployment: &str| table.lines().find(|line| line.contains(&format!(" {deployment} "))).unwrap();
+        assert!(row("d3").contains("running (canary)"), "{table}");
+        assert!(row("d2").contains("rejected") && row("d2").contains("untrusted: unsigned"), "{table}");
+        for cell in ["kiosk-9", "deploy", "car-price", "1.3.0", "1.2.0", "ok (active)", "2026-01-01T00:00:02.500Z"] {
+            assert!(row("d1").contains(cell), "{cell} missing in\n{table}");
+        }
+        let order: Vec<usize> = ["d3", "d2", "d1"].iter().map(|d| table.find(&format!(" {d} ")).unwrap()).collect();
+        assert!(order.is_sorted(), "newest first, as the device sent them:\n{table}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - intake: each incoming deployment request is recorded, then acknowledged, then queued;
 //! - deployer: runs the queued requests one at a time ([`Deployer`]);
 //! - publisher: sends the outbox's messages in order, each removed once acknowledged;
-//! - status: the retained status, on every connection and every change of versions;
+//! - status: the retained status and deployment history, on every connection, every
+//!   change of versions and every deployment's end;
 //! - metrics: a snapshot into the outbox every `metrics_interval_secs`;
 //! - events: every audit record into the outbox, following the audit trail with a cursor
 //!   kept in the same atomic write as the message, so none is skipped or sent twice
@@ -128,11 +129,16 @@ impl Fleet {
     /// Starts the link and its tasks, when a broker is configured.
     pub fn start(self, registry: Arc<Registry>, store: Store, metrics: Metrics) -> Option<Running> {
         let broker = self.config.broker_address()?;
+        // Before the link starts: it sets the connection gauge from its own task.
+        super::deploy::register_series();
         let status = StatusSource {
             registry: Arc::clone(&registry),
             groups: self.config.groups.clone(),
             since: now(),
             topic: self.topics.status(&self.device),
+            state: self.state.clone(),
+            device: self.device.clone(),
+            history_topic: self.topics.history(&self.device),
         };
         // The will is fixed at connection time, so it names no versions (they may change
         // before it is published); a clean stop publishes the full offline status instead.
@@ -173,7 +179,7 @@ impl Fleet {
             }
         }));
         tasks.push(tokio::spawn(publish_outbox(link.clone(), Arc::clone(&self.outbox))));
-        tasks.push(tokio::spawn(publish_status(link.clone(), status.clone(), changed)));
+        tasks.push(tokio::spawn(publish_retained(link.clone(), status.clone(), changed)));
         let interval = Duration::from_secs(self.config.metrics_interval_secs);
         tasks.push(tokio::spawn(snapshot_metrics(
             metrics,
@@ -229,13 +235,17 @@ impl Running {
     }
 }
 
-/// The device's status, from the registry as it is now.
+/// The device's retained messages: its status, from the registry as it is now, and its
+/// deployment history, from the fleet's records.
 #[derive(Debug, Clone)]
 struct StatusSource {
     registry: Arc<Registry>,
     groups: Vec<String>,
     since: String,
     topic: String,
+    state: FleetState,
+    device: String,
+    history_topic: String,
 }
 
 impl StatusSource {
@@ -275,8 +285,8 @@ async fn publish_outbox(link: Link, outbox: Arc<Outbox>) {
     }
 }
 
-/// Publishes the retained status on every connection and every change.
-async fn publish_status(link: Link, status: StatusSource, changed: Arc<Notify>) {
+/// Publishes the retained status and history on every connection and every change.
+async fn publish_retained(link: Link, status: StatusSource, changed: Arc<Notify>) {
     let topic = status.topic.clone();
     let mut connection = link.connection();
     loop {
@@ -287,8 +297,18 @@ async fn publish_status(link: Link, status: StatusSource, changed: Arc<Notify>) 
         if link.publish_confirmed(&topic, payload, true).await.is_err() {
             return;
         }
+        match status.state.history(&status.device) {
+            Ok(history) => {
+                let payload = serde_json::to_vec(&history).unwrap_or_default();
+                if link.publish_confirmed(&status.history_topic, payload, true).await.is_err() {
+                    return;
+                }
+            }
+            // The status went out; the history follows with the next change.
+            Err(error) => tracing::error!(%error, "cannot read the deployment history"),
+        }
         let generation = connection.borrow_and_update().generation;
-        // Next: a change of versions, or a new connection.
+        // Next: a change of versions, a deployment's end, or a new connection.
         tokio::select! {
             () = changed.notified() => {}
             _ = connection.wait_for(|state| state.up && state.generation != generation) => {}

@@ -63,7 +63,8 @@ pub struct Context {
     pub dirs: Dirs,
     /// The largest request taken (`mqtt.max_bundle_mib` in base64, plus the JSON).
     pub max_request_bytes: usize,
-    /// Notified whenever the active or canary versions change (the status follows).
+    /// Notified whenever the active or canary versions change or a deployment ends (the
+    /// retained status and history follow).
     pub changed: Arc<Notify>,
     /// Bundle downloads by URL.
     pub download: DownloadLimits,
@@ -527,6 +528,8 @@ impl Deployer {
         )
         .await;
         self.queue_outcome(record, &progress).await;
+        // The retained history follows.
+        self.context.changed.notify_one();
     }
 
     /// Records a deployment's outcome, not yet queued: a crash before
@@ -607,6 +610,26 @@ impl Deployer {
             tracing::error!(%error, "cannot write an audit record");
         }
     }
+}
+
+/// Registers the fleet's counters at zero, every label the appliance can give them, so
+/// that a rate over them is defined before the first message or deployment.
+pub fn register_series() {
+    for kind in [Kind::Metrics, Kind::Event, Kind::Deployment] {
+        metrics::counter!(names::FLEET_PUBLISHED, "kind" => kind.as_str()).increment(0);
+    }
+    for action in [Action::Deploy, Action::Rollback, Action::Remove] {
+        let outcomes: &[&str] = match action {
+            Action::Deploy => &["ok", "rejected", "rolled_back"],
+            Action::Rollback | Action::Remove => &["ok", "rejected"],
+        };
+        for outcome in outcomes {
+            metrics::counter!(names::FLEET_DEPLOYMENTS, "action" => action_str(action), "outcome" => *outcome)
+                .increment(0);
+        }
+    }
+    metrics::counter!(names::FLEET_CONNECTIONS).increment(0);
+    metrics::gauge!(names::FLEET_CONNECTED).set(0.0);
 }
 
 fn action_str(action: Action) -> &'static str {

@@ -1,5 +1,5 @@
 //! The fleet manager's side of the MQTT link, behind `forecourt fleet`: one short MQTT
-//! session that reads the devices' retained statuses, publishes a deployment request to a
+//! session that reads the devices' retained statuses and histories, publishes a deployment request to a
 //! device or a group, and follows the deployment to one outcome per device.
 //!
 //! It owns the manager's session (connecting, confirmed subscriptions) and the rules of
@@ -23,7 +23,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{BrokerAddress, check_topic_level};
-use super::messages::{Action, BundleName, BundleSource, CanaryPolicy, DeploymentId, Progress, Request, Status};
+use super::messages::{
+    Action, BundleName, BundleSource, CanaryPolicy, DeploymentId, History, Progress, Request, Status,
+};
 use super::signed;
 use super::topics::Topics;
 use crate::bundle::signature::PrivateKey;
@@ -349,20 +351,29 @@ pub fn expected_devices(target: &Target, statuses: &BTreeMap<String, Status>) ->
     }
 }
 
-/// Applies one message of `<prefix>/+/status` to `statuses`. An empty payload is a cleared
-/// retained status; a malformed one is skipped (one broken device must not hide the fleet).
-/// Returns whether `topic` was a status topic at all.
-fn apply_status(topics: &Topics, statuses: &mut BTreeMap<String, Status>, topic: &str, payload: &[u8]) -> bool {
-    let Some(device) = topics.device_of(topic).filter(|device| topics.status(device) == topic) else { return false };
+/// Applies one retained message (a status or a history, as `topic_of` builds its topic)
+/// to `by_device`. An empty payload is a cleared retained message; a malformed one is
+/// skipped (one broken device must not hide the fleet). Returns whether `topic` was one
+/// of that kind at all.
+fn apply_retained<T: serde::de::DeserializeOwned>(
+    topics: &Topics,
+    topic_of: fn(&Topics, &str) -> String,
+    by_device: &mut BTreeMap<String, T>,
+    topic: &str,
+    payload: &[u8],
+) -> bool {
+    let Some(device) = topics.device_of(topic).filter(|device| topic_of(topics, device) == topic) else {
+        return false;
+    };
     if payload.is_empty() {
-        statuses.remove(device);
+        by_device.remove(device);
         return true;
     }
-    match serde_json::from_slice::<Status>(payload) {
-        Ok(status) => {
-            statuses.insert(device.to_owned(), status);
+    match serde_json::from_slice::<T>(payload) {
+        Ok(message) => {
+            by_device.insert(device.to_owned(), message);
         }
-        Err(error) => tracing::warn!(device, %error, "skipping a malformed status"),
+        Err(error) => tracing::warn!(device, topic, %error, "skipping a malformed retained message"),
     }
     true
 }
@@ -537,18 +548,44 @@ impl FleetManager {
     /// (at most a few seconds). Malformed statuses are skipped with a warning.
     pub async fn statuses(&mut self, settle: Duration) -> Result<BTreeMap<String, Status>, ManagerError> {
         let filter = self.topics.all_statuses();
-        self.subscribe(&filter).await?;
+        self.retained(&filter, Topics::status, settle).await
+    }
+
+    /// The retained deployment history of `device`, or of every device: collected as
+    /// [`statuses`](Self::statuses) are.
+    pub async fn histories(
+        &mut self,
+        device: Option<&str>,
+        settle: Duration,
+    ) -> Result<BTreeMap<String, History>, ManagerError> {
+        let filter = match device {
+            Some(device) => {
+                check_name("device", device)?;
+                self.topics.history(device)
+            }
+            None => self.topics.all_histories(),
+        };
+        self.retained(&filter, Topics::history, settle).await
+    }
+
+    async fn retained<T: serde::de::DeserializeOwned>(
+        &mut self,
+        filter: &str,
+        topic_of: fn(&Topics, &str) -> String,
+        settle: Duration,
+    ) -> Result<BTreeMap<String, T>, ManagerError> {
+        self.subscribe(filter).await?;
         let give_up = Instant::now() + STATUS_MAX_WAIT.max(settle);
         let mut quiet_until = (Instant::now() + settle).min(give_up);
-        let mut statuses = BTreeMap::new();
+        let mut by_device = BTreeMap::new();
         while let Some((topic, payload)) = self.next_message(quiet_until).await? {
-            if apply_status(&self.topics, &mut statuses, &topic, &payload) {
+            if apply_retained(&self.topics, topic_of, &mut by_device, &topic, &payload) {
                 quiet_until = (Instant::now() + settle).min(give_up);
             }
         }
-        // Later changes are of no use to a deployment; the UNSUBACK is not worth waiting for.
+        // Later changes are of no use here; the UNSUBACK is not worth waiting for.
         let _ = self.client.unsubscribe(filter).await;
-        Ok(statuses)
+        Ok(by_device)
     }
 
     /// Installs `bundle` on `target` (as a canary first with `canary`) and follows it.
@@ -903,13 +940,16 @@ mod tests {
     #[test]
     fn malformed_or_cleared_statuses_do_not_hide_the_others() {
         let topics = Topics::new("fc");
-        let mut statuses = BTreeMap::new();
+        let mut statuses: BTreeMap<String, Status> = BTreeMap::new();
         let good = serde_json::to_vec(&status(true, &[])).unwrap();
-        apply_status(&topics, &mut statuses, "fc/a/status", &good);
-        apply_status(&topics, &mut statuses, "fc/b/status", &good);
-        apply_status(&topics, &mut statuses, "fc/c/status", b"{\"online\": \"maybe\"}");
-        assert!(!apply_status(&topics, &mut statuses, "fc/d/metrics", &good));
-        apply_status(&topics, &mut statuses, "fc/b/status", b"");
+        let mut apply =
+            |topic: &str, payload: &[u8]| apply_retained(&topics, Topics::status, &mut statuses, topic, payload);
+        apply("fc/a/status", &good);
+        apply("fc/b/status", &good);
+        apply("fc/c/status", b"{\"online\": \"maybe\"}");
+        assert!(!apply("fc/d/metrics", &good));
+        assert!(!apply("fc/d/history", &good), "a history is not a status");
+        apply("fc/b/status", b"");
         assert_eq!(statuses.keys().collect::<Vec<_>>(), ["a"]);
     }
 

@@ -459,6 +459,46 @@ pub struct Status {
     pub canaries: BTreeMap<String, String>,
 }
 
+/// Device -> fleet on `<prefix>/<device>/history`, retained: the device's latest
+/// deployments, newest first, published again whenever one ends. Retained, so that
+/// `forecourt fleet history` reads it from the broker while the device is away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub device: String,
+    /// When this history was published, RFC 3339 UTC.
+    pub time: String,
+    pub deployments: Vec<HistoryEntry>,
+}
+
+impl History {
+    /// How many deployments a history carries: enough for an operator's question
+    /// ("what happened to this box lately?"), small enough for one retained message.
+    pub const MAX_ENTRIES: usize = 50;
+}
+
+/// One deployment of a [`History`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub deployment: String,
+    pub action: Action,
+    /// The last step reached: a final one unless the deployment is still running.
+    pub step: Step,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// RFC 3339 UTC.
+    pub started: String,
+    pub updated: String,
+    /// Whether the request achieved what it asked; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
 /// Device -> fleet on `<prefix>/<device>/events` (QoS 1): one audit record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use semver::Version;
 use serde::{Deserialize, Serialize};
 
-use super::messages::{Action, DeploymentId, Progress, Reason, ReasonCode, Step};
+use super::messages::{Action, DeploymentId, History, HistoryEntry, Progress, Reason, ReasonCode, Step};
 use crate::bundle::Registry;
 use crate::store::{Store, StoreError, Table, TableOp};
 
@@ -84,6 +84,25 @@ impl DeploymentRecord {
             detail,
             is_final,
             ok: is_final.then(|| Progress::succeeded(self.action, step)),
+        }
+    }
+}
+
+impl DeploymentRecord {
+    /// What the fleet's history shows of this deployment.
+    pub fn history_entry(&self) -> HistoryEntry {
+        let outcome = self.outcome.as_ref();
+        HistoryEntry {
+            deployment: self.id.to_string(),
+            action: self.action,
+            step: self.step,
+            bundle: self.bundle.clone(),
+            version: self.version.clone(),
+            previous: self.previous.clone(),
+            started: self.started.clone(),
+            updated: self.updated.clone(),
+            ok: outcome.and_then(|outcome| outcome.ok),
+            reason: outcome.and_then(|outcome| outcome.reason.clone()),
         }
     }
 }
@@ -176,6 +195,19 @@ impl FleetState {
         let count = doomed.len();
         self.deployments.apply(doomed).await?;
         Ok(count)
+    }
+
+    /// The latest [`History::MAX_ENTRIES`] deployments, newest first.
+    pub fn history(&self, device: &str) -> Result<History, StoreError> {
+        let mut records = self.deployments()?;
+        // RFC 3339 UTC with a fixed width sorts by time; the id breaks ties.
+        records.sort_by(|a, b| (&b.started, b.id.as_str()).cmp(&(&a.started, a.id.as_str())));
+        records.truncate(History::MAX_ENTRIES);
+        Ok(History {
+            device: device.to_owned(),
+            time: now(),
+            deployments: records.iter().map(DeploymentRecord::history_entry).collect(),
+        })
     }
 
     fn deployments(&self) -> Result<Vec<DeploymentRecord>, StoreError> {
@@ -368,6 +400,33 @@ mod tests {
             state.mark_queued(&mut record).await.unwrap();
         }
         assert!(state.end_interrupted(&active, "kiosk-1").await.unwrap().is_empty(), "nothing twice once queued");
+    }
+
+    #[tokio::test]
+    async fn the_history_is_the_latest_deployments_newest_first_with_their_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), &StoreConfig::default()).unwrap();
+        let state = FleetState::open(&store).unwrap();
+        for n in 0..History::MAX_ENTRIES + 5 {
+            let mut record = record(&format!("d{n:03}"), Step::Staged, 0);
+            record.started = rfc3339_millis(1_000 * n as u64);
+            state.save(&record).await.unwrap();
+        }
+        let mut rejected = record("z-rejected", Step::Rejected, 0);
+        rejected.started = rfc3339_millis(1_000_000);
+        let reason = Reason::new(ReasonCode::Untrusted, "unsigned");
+        rejected.outcome = Some(rejected.progress("kiosk-1", Step::Rejected, Some(reason.clone()), None, true));
+        state.save(&rejected).await.unwrap();
+
+        let history = state.history("kiosk-1").unwrap();
+        assert_eq!(history.device, "kiosk-1");
+        assert_eq!(history.deployments.len(), History::MAX_ENTRIES);
+        let newest = &history.deployments[0];
+        assert_eq!((newest.deployment.as_str(), newest.step, newest.ok), ("z-rejected", Step::Rejected, Some(false)));
+        assert_eq!(newest.reason.as_ref(), Some(&reason));
+        assert_eq!(history.deployments[1].deployment, format!("d{:03}", History::MAX_ENTRIES + 4));
+        assert_eq!(history.deployments[1].ok, None, "still running");
+        assert_eq!(history.deployments.last().unwrap().deployment, "d006", "the oldest fall off");
     }
 
     #[test]

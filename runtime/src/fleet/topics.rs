@@ -42,6 +42,16 @@ impl Topics {
         format!("{}/+/deployments/{deployment}", self.prefix)
     }
 
+    /// Device -> fleet, retained: the device's latest deployments.
+    pub fn history(&self, device: &str) -> String {
+        format!("{}/{device}/history", self.prefix)
+    }
+
+    /// Every device's history (`forecourt fleet history` without --device).
+    pub fn all_histories(&self) -> String {
+        format!("{}/+/history", self.prefix)
+    }
+
     pub fn metrics(&self, device: &str) -> String {
         format!("{}/{device}/metrics", self.prefix)
     }
@@ -72,6 +82,8 @@ mod tests {
         assert_eq!(topics.deployment("kiosk-1", "d1"), "forecourt/kiosk-1/deployments/d1");
         assert_eq!(topics.metrics("kiosk-1"), "forecourt/kiosk-1/metrics");
         assert_eq!(topics.events("kiosk-1"), "forecourt/kiosk-1/events");
+        assert_eq!(topics.history("kiosk-1"), "forecourt/kiosk-1/history");
+        assert_eq!(topics.all_histories(), "forecourt/+/history");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Health, metrics, bundles, stored predictions and the audit trail.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -13,7 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, echo};
 use crate::auth::Permission;
 use crate::bundle::BundleSummary;
-use crate::store::{AuditRecord, AuditReport, PredictionRecord, StoreStats};
+use crate::store::{AuditRecord, AuditReport, PredictionRecord, StoreStats, VerifyRange};
 use crate::telemetry::SystemFigures;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -83,11 +84,21 @@ pub struct QueueHealth {
 }
 
 /// Every component's state with system figures.
-#[utoipa::path(get, path = "/health/detailed", tag = "operations", responses((status = 200, description = "Serving", body = DetailedHealth), (status = 503, description = "Starting or draining", body = DetailedHealth)))]
-pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse {
-    let health = health_of(&state);
+#[utoipa::path(get, path = "/health/detailed", tag = "operations", responses((status = 200, description = "Serving", body = DetailedHealth), (status = 503, description = "Starting or draining", body = DetailedHealth), (status = 500, description = "The report could not be made", body = super::error::ErrorBody)))]
+pub async fn health_detailed(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    // The store's size on disk and the system's figures are file-system reads: off the
+    // async threads.
+    let report = tokio::task::spawn_blocking(move || detailed_health(&state))
+        .await
+        .map_err(|_| ApiError::internal("the health report failed"))?;
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Json(report)))
+}
+
+fn detailed_health(state: &AppState) -> DetailedHealth {
+    let health = health_of(state);
     let store = state.pipeline.store();
-    let report = DetailedHealth {
+    DetailedHealth {
         status: health.status,
         ready: health.ready,
         version: env!("CARGO_PKG_VERSION"),
@@ -117,9 +128,7 @@ pub async fn health_detailed(State(state): State<AppState>) -> impl IntoResponse
             workers: state.config.workers,
         },
         system: state.system.figures(),
-    };
-    let status = if health.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(report))
+    }
 }
 
 /// Prometheus text exposition.
@@ -151,7 +160,7 @@ pub async fn bundles(State(state): State<AppState>) -> Json<BundleList> {
 )]
 pub async fn bundle(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<BundleSummary>, ApiError> {
     // A name is looked up, never echoed unbounded.
-    state.pipeline.registry().summaries().into_iter().find(|summary| summary.name == name).map(Json).ok_or_else(|| {
+    state.pipeline.registry().summary(&name).map(Json).ok_or_else(|| {
         ApiError::new(crate::error_code::ErrorCode::UnknownBundle, format!("there is no bundle named {}", echo(&name)))
     })
 }
@@ -199,37 +208,49 @@ pub struct AuditQuery {
 }
 
 impl AuditQuery {
-    /// Reads the query string's parameters, each checked with a message of our own (a
-    /// framework's rejection would name its own types).
     fn parse(parameters: HashMap<String, String>) -> Result<Self, ApiError> {
-        let mut query = Self::default();
-        for (name, value) in parameters {
-            match name.as_str() {
-                "after" => {
-                    query.after = Some(value.parse().map_err(|_| {
-                        ApiError::invalid_field(
-                            "after",
-                            "`after` must be a record's sequence number (a whole number ≥ 0)",
-                        )
-                    })?)
-                }
-                "limit" => {
-                    let limit = value.parse().ok().filter(|limit| (1..=AUDIT_PAGE_MAX).contains(limit));
-                    query.limit = Some(limit.ok_or_else(|| {
-                        ApiError::invalid_field(
-                            "limit",
-                            format!("`limit` must be a whole number from 1 to {AUDIT_PAGE_MAX}"),
-                        )
-                    })?)
-                }
-                _ => {
-                    let message = format!("{} is not a parameter of /v1/audit (after, limit)", echo(&name));
-                    return Err(ApiError::invalid_field("query", message));
-                }
+        let (after, limit) = parse_paging(parameters, "/v1/audit", AUDIT_PAGE_MAX)?;
+        Ok(Self { after, limit })
+    }
+}
+
+/// Reads `after` and `limit` (1 to `max`) from a query string, each checked with a message
+/// of our own (a framework's rejection would name its own types); other names are refused.
+fn parse_paging(
+    parameters: HashMap<String, String>,
+    route: &str,
+    max: usize,
+) -> Result<(Option<u64>, Option<usize>), ApiError> {
+    let (mut after, mut limit) = (None, None);
+    for (name, value) in parameters {
+        match name.as_str() {
+            "after" => {
+                after = Some(value.parse().map_err(|_| {
+                    ApiError::invalid_field("after", "`after` must be a record's sequence number (a whole number ≥ 0)")
+                })?)
+            }
+            "limit" => {
+                let parsed = value.parse().ok().filter(|limit| (1..=max).contains(limit));
+                limit = Some(parsed.ok_or_else(|| {
+                    ApiError::invalid_field("limit", format!("`limit` must be a whole number from 1 to {max}"))
+                })?)
+            }
+            _ => {
+                let message = format!("{} is not a parameter of {route} (after, limit)", echo(&name));
+                return Err(ApiError::invalid_field("query", message));
             }
         }
-        Ok(query)
     }
+    Ok((after, limit))
+}
+
+fn query_parameters(
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    let Query(parameters) = query.map_err(|_| {
+        ApiError::invalid_field("query", "the query string is not valid (name=value pairs joined by &)")
+    })?;
+    Ok(parameters)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -250,10 +271,7 @@ pub async fn audit(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let Query(parameters) = query.map_err(|_| {
-        ApiError::invalid_field("query", "the query string is not valid (name=value pairs joined by &)")
-    })?;
-    let query = AuditQuery::parse(parameters)?;
+    let query = AuditQuery::parse(query_parameters(query)?)?;
     let limit = query.limit.unwrap_or(100);
     let records = state.pipeline.store().audit_records(query.after, limit).map_err(internal)?;
     let next_after = (records.len() == limit).then(|| records.last().map(|record| record.seq)).flatten();
@@ -261,9 +279,52 @@ pub async fn audit(
 }
 
 /// Recomputes the audit chain and reports any altered or removed record.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = Object, description = "`ok`, the record count, the head, and problems by seq"), (status = 500, description = "The store could not be read", body = super::error::ErrorBody)))]
-pub async fn audit_verify(State(state): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
-    Ok(Json(state.pipeline.store().verify_audit().map_err(internal)?))
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// Verify the records after this sequence number, linked to it (the previous page's
+    /// `next_after`).
+    #[param(maximum = 18446744073709551615_u64)]
+    pub after: Option<u64>,
+    /// At most this many records (default 100000, at most 1000000).
+    #[param(minimum = 1, maximum = 1000000)]
+    pub limit: Option<usize>,
+}
+
+impl VerifyQuery {
+    fn parse(parameters: HashMap<String, String>) -> Result<Self, ApiError> {
+        let (after, limit) = parse_paging(parameters, "/v1/audit/verify", VERIFY_PAGE_MAX)?;
+        Ok(Self { after, limit })
+    }
+}
+
+const VERIFY_PAGE_DEFAULT: usize = 100_000;
+const VERIFY_PAGE_MAX: usize = 1_000_000;
+const _: () = assert!(VERIFY_PAGE_MAX == 1_000_000, "update `#[param(maximum)]` of VerifyQuery::limit");
+
+/// Verifies the audit chain a page at a time: hashes, links (to the page before too),
+/// gaps and, on the last page, the end against the head. The read runs on the blocking
+/// pool, one verification at a time; a long chain is verified by following `next_after`.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(VerifyQuery), responses((status = 200, body = Object, description = "`ok`, the records read, the last one read (`head_seq`, `head_hash`), problems by seq (the first thousand; `problems_omitted` counts the rest), and `next_after` when the chain goes on"), (status = 422, description = "A parameter breaks its rule (`field` names it)", body = super::error::ErrorBody), (status = 500, description = "The store could not be read", body = super::error::ErrorBody)))]
+pub async fn audit_verify(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditReport>, ApiError> {
+    let query = VerifyQuery::parse(query_parameters(query)?)?;
+    let range = VerifyRange { after: query.after, limit: Some(query.limit.unwrap_or(VERIFY_PAGE_DEFAULT)) };
+    // Waiting for the permit is bounded by the request timeout, like the rest of the request.
+    let permit = Arc::clone(&state.audit_verification)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("the audit verification is shut down"))?;
+    let store = state.pipeline.store().clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        store.verify_audit_range(range)
+    })
+    .await
+    .map_err(|_| ApiError::internal("the audit verification failed"))?;
+    Ok(Json(report.map_err(internal)?))
 }
 
 fn internal(error: crate::store::StoreError) -> ApiError {

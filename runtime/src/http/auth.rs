@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 
@@ -98,7 +98,7 @@ pub async fn rate_limit(request: Request, next: Next) -> Response {
             ErrorCode::RateLimited,
             format!("this token's request rate is used up; retry in {seconds} s"),
         )
-        .into_response();
+        .into_response_for(request.uri().path());
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         return response;
     }
@@ -145,7 +145,7 @@ pub async fn authorize(State(guard): State<RouteGuard>, request: Request, next: 
         "status": status.as_u16(), "reason": reason, "token_id": token, "method": request.method().as_str(),
         "path": truncate(&path, 200), "remote": remote, "needs": permission,
     }));
-    refusal.into_response(permission, path.starts_with("/v2"))
+    refusal.into_response(permission, &path)
 }
 
 enum Refusal {
@@ -154,7 +154,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn into_response(self, permission: Permission, protocol_v2: bool) -> Response {
+    fn into_response(self, permission: Permission, path: &str) -> Response {
         let roles: Vec<&str> = permission.roles().into_iter().map(|role| role.as_str()).collect();
         let error = match self {
             Self::Unauthenticated { message, .. } => ApiError::new(ErrorCode::Unauthorized, message),
@@ -164,12 +164,7 @@ impl Refusal {
             ),
         };
         let unauthorized = error.code == ErrorCode::Unauthorized;
-        // The inference protocol's clients expect its own error shape.
-        let mut response = if protocol_v2 {
-            (error.status(), axum::Json(json!({"error": error.message}))).into_response()
-        } else {
-            error.into_response()
-        };
+        let mut response = error.into_response_for(path);
         if unauthorized {
             response
                 .headers_mut()

@@ -153,6 +153,7 @@ fn field_schema(field: &FieldSpec) -> Schema {
             description.push_str("; the bounds apply to each value");
             ArrayBuilder::new()
                 .items(RefOr::T(Schema::from(scalar(field, element).build())))
+                .max_items(field.max_items.map(|max| max as usize))
                 .description(Some(description))
                 .default(default)
                 .extensions(unit)

@@ -126,6 +126,25 @@ impl ApiError {
     }
 }
 
+/// Whether `path` is the Open Inference Protocol's, whose clients expect its own error
+/// shape, `{"error": message}`.
+pub fn speaks_protocol_v2(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
+}
+
+impl ApiError {
+    /// The answer in the error shape of the API `path` belongs to: the inference protocol's
+    /// under /v2, the documented body elsewhere. For the layers and guards in front of
+    /// every route, which answer for routes of both APIs.
+    pub fn into_response_for(self, path: &str) -> Response {
+        if speaks_protocol_v2(path) {
+            (self.status(), Json(serde_json::json!({"error": self.message}))).into_response()
+        } else {
+            self.into_response()
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

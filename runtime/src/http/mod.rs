@@ -91,6 +91,9 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// The fleet link, once it started (never when no broker is configured).
     pub fleet: Arc<std::sync::OnceLock<crate::fleet::FleetHealth>>,
+    /// One audit verification at a time: each reads up to a page of the chain on the
+    /// blocking pool, and holds its permit until that read ends, even if its client left.
+    pub audit_verification: Arc<tokio::sync::Semaphore>,
 }
 
 fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
@@ -106,7 +109,9 @@ fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
         ("/health/detailed", P::Inspect, get(admin::health_detailed)),
         ("/metrics", P::Metrics, get(admin::metrics)),
         ("/openapi.json", P::Describe, get(openapi::document)),
-        ("/docs", P::Describe, get(docs::page)),
+        // Swagger UI's own files, nothing of the appliance's: a browser opening the page sends
+        // no token, so the page asks for one and sends it with the requests it makes.
+        ("/docs", P::Open, get(docs::page)),
         ("/v1/predict/{bundle}", P::Predict, post(predict::predict)),
         ("/v1/predict/{bundle}/batch", P::Predict, post(predict::predict_batch)),
         ("/v1/bundles", P::Describe, get(admin::bundles)),
@@ -124,9 +129,8 @@ fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
         ("/v2/models/{model}/versions/{version}/ready", P::Describe, get(v2::model_version_ready)),
         ("/v2/models/{model}/versions/{version}/infer", P::Predict, post(v2::infer_version)),
     ];
-    // The page's assets need what the page needs: they describe the API, like the document.
     for (path, content_type, bytes) in docs::ASSETS {
-        routes.push((path, P::Describe, get(docs::asset(content_type, bytes))));
+        routes.push((path, P::Open, get(docs::asset(content_type, bytes))));
     }
     routes
 }

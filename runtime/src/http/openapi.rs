@@ -83,8 +83,8 @@ fn with_security(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
     };
     for (path, item) in doc.paths.paths.iter_mut() {
         let Some(permission) = super::permission_of(path) else { continue };
-        // The inference protocol's refusals keep its own shape (as auth.rs makes them).
-        let refusal_body = if path.starts_with("/v2") { "V2ErrorBody" } else { "ErrorBody" };
+        // The inference protocol's refusals keep its own shape (ApiError::into_response_for).
+        let refusal_body = if super::error::speaks_protocol_v2(path) { "V2ErrorBody" } else { "ErrorBody" };
         for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
             let responses = &mut operation.responses.responses;
             for (status, description) in [
@@ -92,10 +92,10 @@ fn with_security(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
                 ("503", "Not answered within server.request_timeout_secs (`timeout`)"),
             ] {
                 match responses.get_mut(status) {
-                    Some(RefOr::T(response)) => also_error_body(response, description),
+                    Some(RefOr::T(response)) => also_error_body(response, description, refusal_body),
                     Some(RefOr::Ref(_)) => {}
                     None => {
-                        responses.insert(status.to_owned(), error(description, "ErrorBody"));
+                        responses.insert(status.to_owned(), error(description, refusal_body));
                     }
                 }
             }
@@ -122,13 +122,13 @@ fn with_security(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
 }
 
 /// A handler's own answer with a status the layers around every route also give (429 from
-/// load shedding or a token's rate, 503 from the timeout), in the /v1 error body whatever
-/// the route: its schema becomes either body, and its description says both.
-fn also_error_body(response: &mut utoipa::openapi::Response, layer: &str) {
+/// load shedding or a token's rate, 503 from the timeout) in the route's error body `body`:
+/// its schema becomes either (when they differ), and its description says both.
+fn also_error_body(response: &mut utoipa::openapi::Response, layer: &str, body: &str) {
     use utoipa::openapi::schema::AnyOfBuilder;
     use utoipa::openapi::{Ref, RefOr};
 
-    let error_body = Ref::from_schema_name("ErrorBody");
+    let error_body = Ref::from_schema_name(body);
     for content in response.content.values_mut() {
         let RefOr::T(content) = content else { continue };
         match &content.schema {

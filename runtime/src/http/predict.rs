@@ -8,8 +8,9 @@ use serde_json::{Map, Value};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorDetail};
 use super::extract::{JsonBody, JsonText};
-use super::request_context::{Served, request_id};
+use super::request_context::{ClientRequestId, Served, request_id};
 use super::{AppState, ensure_ready};
+use crate::pipeline::Origin;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PredictResponse {
@@ -75,11 +76,12 @@ pub async fn predict(
     State(state): State<AppState>,
     Path(bundle): Path<String>,
     Extension(caller): Extension<Caller>,
+    client: Option<Extension<ClientRequestId>>,
     JsonText(request): JsonText,
 ) -> Result<(Extension<Served>, Json<PredictResponse>), ApiError> {
     ensure_ready(&state)?;
-    let owner = caller.token_id();
-    let prediction = state.pipeline.predict(&bundle, request_id(), request, owner).await?;
+    let origin = origin(&caller, client.as_ref());
+    let prediction = state.pipeline.predict(&bundle, request_id(), request, origin).await?;
     let served = Served { bundle: prediction.bundle.clone(), version: prediction.version.clone() };
     Ok((
         Extension(served),
@@ -114,13 +116,14 @@ pub async fn predict_batch(
     State(state): State<AppState>,
     Path(bundle): Path<String>,
     Extension(caller): Extension<Caller>,
+    client: Option<Extension<ClientRequestId>>,
     JsonBody(batch): JsonBody<BatchRequest>,
 ) -> Result<(Extension<Served>, Json<BatchResponse>), ApiError> {
     ensure_ready(&state)?;
     if batch.instances.is_empty() {
         return Err(ApiError::invalid_field("instances", "`instances` must hold at least one instance"));
     }
-    let answer = state.pipeline.predict_batch(&bundle, batch.instances, caller.token_id()).await?;
+    let answer = state.pipeline.predict_batch(&bundle, batch.instances, origin(&caller, client.as_ref())).await?;
     let predictions: Vec<BatchItem> = answer
         .results
         .into_iter()
@@ -150,4 +153,9 @@ pub async fn predict_batch(
             latency_ms: answer.latency_ms,
         }),
     ))
+}
+
+/// Who asked, as the prediction's record keeps it.
+pub(super) fn origin<'a>(caller: &'a Caller, client: Option<&'a Extension<ClientRequestId>>) -> Origin<'a> {
+    Origin { token: caller.token_id(), client_request_id: client.map(|Extension(id)| &*id.0) }
 }

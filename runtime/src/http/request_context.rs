@@ -6,7 +6,8 @@
 //! is kept in a task-local so error bodies can carry it, recorded on the span so every log
 //! line of the request has it, and returned in `x-request-id`. A client's own
 //! `x-request-id`, when valid, is kept beside it: on the span (`client_request_id`), in the
-//! access log, and returned in `x-client-request-id`.
+//! access log, in the prediction's record ([`ClientRequestId`]), and returned in
+//! `x-client-request-id`.
 //!
 //! One access-log line per request at info, target `forecourt::access`: route, status,
 //! latency, and the bundle and version that answered (what the handler put in [`Served`]).
@@ -42,6 +43,11 @@ pub fn request_id() -> Uuid {
     current_request_id().unwrap_or_else(Uuid::now_v7)
 }
 
+/// A client's valid `x-request-id`: a request extension for the handlers, which keep it in
+/// the prediction's record.
+#[derive(Debug, Clone)]
+pub struct ClientRequestId(pub std::sync::Arc<str>);
+
 /// Which bundle version answered: a response extension the prediction handlers set, for
 /// the access log.
 #[derive(Debug, Clone)]
@@ -60,7 +66,7 @@ fn client_request_id(request: &Request) -> Option<HeaderValue> {
 }
 
 /// Outermost middleware: id, span, access log, headers.
-pub async fn request_context(request: Request, next: Next) -> Response {
+pub async fn request_context(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = Uuid::now_v7();
     let client_id = client_request_id(&request);
@@ -73,6 +79,7 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     );
     if let Some(client_id) = client_id.as_ref().and_then(|value| value.to_str().ok()) {
         span.record("client_request_id", client_id);
+        request.extensions_mut().insert(ClientRequestId(client_id.into()));
     }
     let route = request.extensions().get::<MatchedPath>().cloned();
     let mut response = REQUEST_ID.scope(id, next.run(request)).instrument(span.clone()).await;

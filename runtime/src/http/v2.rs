@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::AppState;
 use super::auth::Caller;
 use super::extract::ProtocolJson;
-use super::request_context::{Served, request_id};
+use super::request_context::{ClientRequestId, Served, request_id};
 use crate::bundle::Bundle;
 use crate::model::{ElementType, OutputForm};
 use crate::pipeline::PipelineError;
@@ -263,9 +263,10 @@ pub async fn infer(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Extension(caller): Extension<Caller>,
+    client: Option<Extension<ClientRequestId>>,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<(Extension<Served>, Json<InferResponse>), V2Error> {
-    infer_on(state, name, None, caller, body).await
+    infer_on(state, name, None, caller, client, body).await
 }
 
 #[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "inference protocol v2", params(("model" = String, Path), ("version" = String, Path)), request_body = InferRequest, responses(InferAnswers))]
@@ -273,9 +274,10 @@ pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
+    client: Option<Extension<ClientRequestId>>,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<(Extension<Served>, Json<InferResponse>), V2Error> {
-    infer_on(state, name, Some(version), caller, body).await
+    infer_on(state, name, Some(version), caller, client, body).await
 }
 
 async fn infer_on(
@@ -283,6 +285,7 @@ async fn infer_on(
     name: String,
     version: Option<String>,
     caller: Caller,
+    client: Option<Extension<ClientRequestId>>,
     body: Result<ProtocolJson<InferRequest>, super::error::ApiError>,
 ) -> Result<(Extension<Served>, Json<InferResponse>), V2Error> {
     ensure_ready(&state)?;
@@ -300,7 +303,8 @@ async fn infer_on(
         None => None,
     };
     let inputs = request.inputs.into_iter().map(input_tensor).collect::<Result<Vec<_>, _>>()?;
-    let answer = state.pipeline.infer_tensors(&name, version.as_ref(), request_id(), inputs, caller.token_id()).await?;
+    let origin = super::predict::origin(&caller, client.as_ref());
+    let answer = state.pipeline.infer_tensors(&name, version.as_ref(), request_id(), inputs, origin).await?;
     let outputs = select_outputs(answer.outputs, request.outputs)?;
     let served = Served { bundle: answer.bundle.name().to_owned(), version: answer.bundle.version().to_string() };
     Ok((

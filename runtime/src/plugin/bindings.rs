@@ -1,4 +1,4 @@
-//! The host side of `forecourt:plugin@0.1.0`, generated from sdk/wit, and the
+//! The host side of `forecourt:plugin@0.2.0`, generated from sdk/wit, and the
 //! conversions from the generated types into the host's own.
 
 use super::info::{FieldSpec, FieldType, InputError, InputErrorCode, OutputSpec, PluginInfo};
@@ -54,6 +54,7 @@ impl TryFrom<wit::PluginInfo> for PluginInfo {
                     maximum: field.maximum,
                     categories: field.categories,
                     default,
+                    max_items: field.max_items,
                 })
             })
             .collect::<Result<_, String>>()?;

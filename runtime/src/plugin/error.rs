@@ -21,7 +21,7 @@ pub enum PluginError {
     Link { path: PathBuf, reason: String },
 
     /// The component's exports do not match `forecourt:plugin/plugin`.
-    #[error("plugin {path} does not export the forecourt:plugin@0.1.0 world: {reason}")]
+    #[error("plugin {path} does not export the forecourt:plugin@0.2.0 world: {reason}")]
     Interface { path: PathBuf, reason: String },
 
     /// `describe` returned something unusable.

@@ -1,5 +1,5 @@
 //! The plugin host: runs untrusted preprocessing plugins (WebAssembly components of the
-//! `forecourt:plugin@0.1.0` world, sdk/wit) in a sandbox they cannot leave.
+//! `forecourt:plugin@0.2.0` world, sdk/wit) in a sandbox they cannot leave.
 //!
 //! - One engine and linker per process; plugins compile once and their compiled artifacts
 //!   are cached on disk by the wasm's sha256 ([`cache`](self::cache)).

@@ -163,16 +163,49 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<Stored, StoreError> {
         .map_err(|error| StoreError::Corrupt { what: format!("audit record under key {}: {error}", hex::encode(key)) })
 }
 
-/// Checks every record's hash, the links between them, the sequence for gaps and the end against the meta
-/// head. Problems are reported, not returned as errors; errors mean the database could not be read.
-pub(crate) fn verify(audit: &Tree, meta: &Tree) -> Result<AuditReport, StoreError> {
+/// The most problems a report lists; beyond, they are only counted (a chain rewritten
+/// from the start would otherwise give a report as large as the chain).
+pub(crate) const MAX_PROBLEMS: usize = 1000;
+
+/// Which records a verification reads: those after `after` (from the first when `None`),
+/// at most `limit` of them (all when `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VerifyRange {
+    pub after: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+/// Checks every record's hash, the links between them, the sequence for gaps and, once
+/// the range reaches the end, the end against the meta head. A range that starts after a
+/// record is linked to that record, so pages verified one after the other (`next_after`)
+/// check the same as one pass. Problems are reported, not returned as errors; errors mean
+/// the database could not be read.
+pub(crate) fn verify(audit: &Tree, meta: &Tree, range: VerifyRange) -> Result<AuditReport, StoreError> {
     let mut check = Check::default();
-    for item in audit.iter() {
+    if let Some(after) = range.after {
+        // The record the range continues from: its hash is what the first one links to.
+        let hash = audit.get(key(after))?.and_then(|bytes| serde_json::from_slice::<Stored>(&bytes).ok());
+        let hash = hash.map(|stored| stored.hash);
+        // Until a record is read, the range ends where it starts (for the check of the end).
+        check.report.head_seq = Some(after);
+        check.report.head_hash.clone_from(&hash);
+        check.previous = Some((after, hash));
+    }
+    let first = range.after.map_or(Some(1), |after| after.checked_add(1));
+    let mut records = first.into_iter().flat_map(|first| audit.range(key(first)..));
+    let limit = range.limit.unwrap_or(usize::MAX);
+    let mut read = 0;
+    for item in records.by_ref().take(limit) {
         let (key, bytes) = item?;
         check.record(&key, &bytes);
+        read += 1;
     }
-    check.end(read_head(meta)?);
-    check.report.ok = check.report.problems.is_empty();
+    if read == limit && records.next().is_some() {
+        check.report.next_after = check.report.head_seq;
+    } else {
+        check.end(read_head(meta)?);
+    }
+    check.report.ok = check.report.problems.is_empty() && check.report.problems_omitted == 0;
     Ok(check.report)
 }
 
@@ -186,7 +219,11 @@ struct Check {
 
 impl Check {
     fn problem(&mut self, seq: u64, problem: impl Into<String>) {
-        self.report.problems.push(AuditProblem { seq, problem: problem.into() });
+        if self.report.problems.len() < MAX_PROBLEMS {
+            self.report.problems.push(AuditProblem { seq, problem: problem.into() });
+        } else {
+            self.report.problems_omitted += 1;
+        }
     }
 
     fn record(&mut self, key: &[u8], bytes: &[u8]) {
@@ -284,6 +321,72 @@ mod tests {
             chain_hash(1, "2024-02-29T12:34:56.789Z", AuditKind::BundleActivated, GENESIS_HASH, &details),
             "a78d7b3f12abb44b103e0c47d3fc14d6f9ea63e0f857bfa3c2bc669e3afae9c0"
         );
+    }
+
+    /// A chain of `n` records as the store writes them, with its head in `meta`.
+    fn chain(n: u64) -> (sled::Db, Tree, Tree) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (audit, meta) = (db.open_tree("audit").unwrap(), db.open_tree("meta").unwrap());
+        let mut head = Head::genesis();
+        for seq in 1..=n {
+            let (record, bytes) = head.next(format!("t{seq}"), AuditKind::Started, &json!({"n": seq}));
+            audit.insert(key(seq), bytes).unwrap();
+            head = Head { seq: record.seq, hash: record.hash };
+        }
+        meta.insert(HEAD, serde_json::to_vec(&head).unwrap()).unwrap();
+        (db, audit, meta)
+    }
+
+    #[test]
+    fn pages_verify_what_one_pass_does_and_link_to_the_page_before() {
+        let (_db, audit, meta) = chain(25);
+        let page = |after: Option<u64>, limit: usize| {
+            verify(&audit, &meta, VerifyRange { after, limit: Some(limit) }).unwrap()
+        };
+        let whole = verify(&audit, &meta, VerifyRange::default()).unwrap();
+        assert!(whole.ok && whole.records == 25 && whole.next_after.is_none(), "{whole:?}");
+
+        let (mut after, mut seen) = (None, 0);
+        loop {
+            let report = page(after, 10);
+            assert!(report.ok, "{report:?}");
+            seen += report.records;
+            match report.next_after {
+                Some(next) => after = Some(next),
+                None => {
+                    assert_eq!(
+                        (report.head_seq, report.head_hash.as_ref()),
+                        (whole.head_seq, whole.head_hash.as_ref())
+                    );
+                    break;
+                }
+            }
+        }
+        assert_eq!(seen, 25);
+        assert!(page(Some(25), 10).ok, "a page past the end is empty, not a problem");
+
+        // A record altered in place: found by the page that holds it and, through the link,
+        // by the page after it.
+        let mut stored: Stored = serde_json::from_slice(&audit.get(key(10)).unwrap().unwrap()).unwrap();
+        stored.time = "forged".to_owned();
+        stored.hash = stored.computed_hash();
+        audit.insert(key(10), serde_json::to_vec(&stored).unwrap()).unwrap();
+        let next = page(Some(10), 10);
+        assert_eq!(next.problems.iter().map(|p| p.seq).collect::<Vec<_>>(), [11], "{next:?}");
+        assert!(!page(Some(5), 10).ok);
+    }
+
+    #[test]
+    fn the_problems_listed_are_bounded() {
+        let (_db, audit, meta) = chain(MAX_PROBLEMS as u64 + 10);
+        for seq in 1..=MAX_PROBLEMS as u64 + 10 {
+            let mut stored: Stored = serde_json::from_slice(&audit.get(key(seq)).unwrap().unwrap()).unwrap();
+            stored.time = "forged".to_owned();
+            audit.insert(key(seq), serde_json::to_vec(&stored).unwrap()).unwrap();
+        }
+        let report = verify(&audit, &meta, VerifyRange::default()).unwrap();
+        assert_eq!(report.problems.len(), MAX_PROBLEMS);
+        assert!(report.problems_omitted >= 10 && !report.ok, "{}", report.problems_omitted);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct PredictionRecord {
     /// The id of the API token that asked for it (never the token); absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
+    /// The client's own `x-request-id`, kept beside ours (`id`); absent when it sent none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
 }
 
 /// What an audit event records.
@@ -96,7 +99,18 @@ pub struct AuditReport {
     /// The last record present.
     pub head_seq: Option<u64>,
     pub head_hash: Option<String>,
+    /// The first problems found, at most a thousand.
     pub problems: Vec<AuditProblem>,
+    /// Problems found beyond those listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub problems_omitted: u64,
+    /// When the range stopped before the end of the chain: where the next one starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// One thing wrong with the audit chain, at record `seq`.

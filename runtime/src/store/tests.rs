@@ -22,6 +22,7 @@ fn prediction_at(id: Uuid, n: u64) -> PredictionRecord {
         outputs: json!({"class": "setosa", "p": 0.875}),
         latency_ms: 0.5,
         token_id: n.is_multiple_of(2).then(|| "0123456789abcdef".to_owned()),
+        client_request_id: n.is_multiple_of(3).then(|| format!("kiosk-7:{n}")),
     }
 }
 
@@ -352,7 +353,9 @@ async fn the_audit_chain_links_and_verifies() {
             records: 5,
             head_seq: Some(5),
             head_hash: Some(appended[4].hash.clone()),
-            problems: Vec::new()
+            problems: Vec::new(),
+            problems_omitted: 0,
+            next_after: None,
         }
     );
     // The chain continues across restarts.

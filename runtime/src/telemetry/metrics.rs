@@ -81,7 +81,6 @@ pub const DENIAL_REASONS: &[&str] = &[
 #[derive(Clone)]
 pub struct Metrics {
     handle: PrometheusHandle,
-    process: std::sync::Arc<metrics_process::Collector>,
     started: Instant,
 }
 
@@ -125,21 +124,24 @@ impl Metrics {
                 let handle = recorder.handle();
                 // Another recorder may already be installed (tests); ours still renders.
                 let _ = metrics::set_global_recorder(recorder);
-                let process = metrics_process::Collector::default();
-                process.describe();
                 describe();
+                process::describe();
                 metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-                Metrics { handle, process: std::sync::Arc::new(process), started: Instant::now() }
+                Metrics { handle, started: Instant::now() }
             })
             .clone()
     }
 
     /// The Prometheus text exposition of every metric, process figures refreshed.
     pub fn render(&self) -> String {
-        self.process.collect();
+        let cpu_seconds = process::collect();
         metrics::gauge!(names::UPTIME).set(self.started.elapsed().as_secs_f64());
         self.handle.run_upkeep();
-        self.handle.render()
+        let mut text = self.handle.render();
+        if let Some(seconds) = cpu_seconds {
+            process::render_cpu_seconds(&mut text, seconds);
+        }
+        text
     }
 
     pub fn uptime_seconds(&self) -> f64 {
@@ -269,5 +271,93 @@ impl BundleMetrics {
             values.entry(output.to_owned()).or_insert(histogram).clone()
         });
         histogram.record(value);
+    }
+}
+
+/// The standard process metrics (<https://prometheus.io/docs/instrumenting/writing_clientlibs/#process-metrics>),
+/// read by metrics-process. Its own collector records `process_cpu_seconds_total` through a
+/// `metrics` counter, and those are whole numbers: the CPU time lost its fraction, and a
+/// `rate()` over it jumped in steps of a second. So the gauges go through `metrics` and the
+/// CPU counter is rendered here, with its fraction.
+mod process {
+    use std::fmt::Write as _;
+
+    use metrics::{Unit, describe_gauge, gauge};
+
+    const CPU_SECONDS: &str = "process_cpu_seconds_total";
+
+    pub fn describe() {
+        describe_gauge!("process_open_fds", Unit::Count, "Number of open file descriptors.");
+        describe_gauge!("process_max_fds", Unit::Count, "Maximum number of open file descriptors.");
+        describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory size in bytes.");
+        describe_gauge!(
+            "process_virtual_memory_max_bytes",
+            Unit::Bytes,
+            "Maximum amount of virtual memory available in bytes."
+        );
+        describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory size in bytes.");
+        describe_gauge!(
+            "process_start_time_seconds",
+            Unit::Seconds,
+            "Start time of the process since unix epoch in seconds."
+        );
+        describe_gauge!("process_threads", Unit::Count, "Number of OS threads in the process.");
+    }
+
+    /// Sets the gauges; returns the CPU seconds (user and system) for [`render_cpu_seconds`].
+    pub fn collect() -> Option<f64> {
+        let now = metrics_process::collector::collect();
+        let gauges = [
+            ("process_open_fds", now.open_fds),
+            ("process_max_fds", now.max_fds),
+            ("process_virtual_memory_bytes", now.virtual_memory_bytes),
+            ("process_virtual_memory_max_bytes", now.virtual_memory_max_bytes),
+            ("process_resident_memory_bytes", now.resident_memory_bytes),
+            ("process_start_time_seconds", now.start_time_seconds),
+            ("process_threads", now.threads),
+        ];
+        for (name, value) in gauges {
+            if let Some(value) = value {
+                gauge!(name).set(value as f64);
+            }
+        }
+        now.cpu_seconds_total.filter(|seconds| seconds.is_finite())
+    }
+
+    /// Appends the CPU counter to a text exposition, as its own metric family.
+    pub fn render_cpu_seconds(text: &mut String, seconds: f64) {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let _ = write!(
+            text,
+            "# HELP {CPU_SECONDS} Total user and system CPU time spent in seconds.\n\
+             # TYPE {CPU_SECONDS} counter\n\
+             {CPU_SECONDS} {seconds}\n"
+        );
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn cpu_seconds_keep_their_fraction_and_form_their_own_family() {
+            let mut text = "# TYPE up gauge\nup 1".to_owned();
+            render_cpu_seconds(&mut text, 1.25);
+            assert_eq!(
+                text,
+                "# TYPE up gauge\nup 1\n\
+                 # HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+                 # TYPE process_cpu_seconds_total counter\n\
+                 process_cpu_seconds_total 1.25\n"
+            );
+        }
+
+        #[test]
+        fn this_process_has_spent_some_cpu_time() {
+            let spent = collect().expect("Linux reports CPU time");
+            assert!(spent > 0.0, "{spent}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! [`Subscription`]), installs the tools tests drive ([`ensure_apt`], [`ensure_pip`]), and
 //! runs the API contract's tools ([`validate_openapi`], [`schemathesis`]).
 
+mod browser;
 mod bundles;
 mod contract;
 mod fleet;
@@ -15,6 +16,7 @@ mod tls;
 mod tokens;
 mod tools;
 
+pub use browser::browser_script;
 pub use bundles::{
     EXAMPLES, HOSTILE, HOSTILE_VERSION, all_bundles, copy_tree, example_bundles, hostile_bundle_dir, identity_model,
     sha256_hex, write_hostile_bundle,
@@ -163,4 +165,10 @@ pub fn assert_close(actual: f64, expected: f64, tolerance: f64, what: &str) {
 pub fn car() -> serde_json::Value {
     serde_json::json!({"make": "saab", "body": "sedan", "mileage": 42000, "cylinders": 4, "doors": 4,
                        "cruise": true, "sound": false, "leather": true})
+}
+
+/// `request` with `key` set to `value`.
+pub fn with(mut request: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
+    request[key] = value;
+    request
 }
