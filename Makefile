@@ -60,6 +60,14 @@ test: setup plugins lint packer-validate ## Everything CI checks: set-up, lint, 
 	$(CARGO) test --workspace --release
 	$(CARGO) test --workspace --manifest-path $(PLUGINS)
 
+# Fuzzing is not part of `make test`: it runs for a fixed time, not to a verdict.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS ?= v1_request v2_tensors bundle_manifest bundle_archive fleet_message
+
+.PHONY: fuzz
+fuzz: ## Fuzz the parsers of outside input, FUZZ_SECONDS (120) per target of FUZZ_TARGETS (all five).
+	CARGO="$(CARGO)" FUZZ_SECONDS="$(FUZZ_SECONDS)" FUZZ_TARGETS="$(FUZZ_TARGETS)" scripts/fuzz.sh
+
 .PHONY: packer-validate
 packer-validate: ## packer validate and fmt -check on the image template (Packer from apt if missing).
 	packer/validate.sh

@@ -27,6 +27,8 @@ pub mod cli;
 pub mod config;
 pub mod error_code;
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod model;
 pub mod pipeline;

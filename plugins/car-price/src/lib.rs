@@ -34,7 +34,7 @@ const ANNUAL_MILEAGE: Number =
 const WIDTH: usize = 6 + MAKE.values.len() + BODY.values.len();
 const MILEAGE_COLUMN: usize = 0;
 
-struct CarPrice;
+pub struct CarPrice;
 
 impl Plugin for CarPrice {
     const INFO: Info = Info::new(

@@ -695,7 +695,7 @@ fn download(url: &str, max_bytes: usize, limits: DownloadLimits) -> Result<Vec<u
 }
 
 /// Writes the `.fcb` into `scratch` and unpacks it there; returns the bundle's folder.
-fn unpack(bytes: &[u8], scratch: &Path) -> Result<PathBuf, DeployError> {
+pub(crate) fn unpack(bytes: &[u8], scratch: &Path) -> Result<PathBuf, DeployError> {
     let io = |error: std::io::Error| DeployError::Internal(format!("cannot stage the bundle: {error}"));
     std::fs::create_dir_all(scratch).map_err(io)?;
     let file = scratch.join("bundle.fcb");

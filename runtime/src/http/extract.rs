@@ -23,11 +23,17 @@ impl FromRequest<AppState> for JsonText {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let bytes = json_bytes(request, state.config.max_body_bytes, ContentType::Required).await?;
-        serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-            .map_err(|error| ApiError::invalid_json(format!("the body is not valid JSON: {error}")))?;
-        // Valid JSON is valid UTF-8.
-        Ok(Self(String::from_utf8(bytes.to_vec()).map_err(|error| ApiError::invalid_json(error.to_string()))?))
+        json_text(&bytes).map(Self)
     }
+}
+
+/// The check [`JsonText`] makes of a body it was given: well-formed JSON, returned as text.
+/// A plain function so that runtime/fuzz runs exactly this on arbitrary bytes.
+pub(crate) fn json_text(bytes: &[u8]) -> Result<String, ApiError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|error| ApiError::invalid_json(format!("the body is not valid JSON: {error}")))?;
+    // Valid JSON is valid UTF-8.
+    String::from_utf8(bytes.to_vec()).map_err(|error| ApiError::invalid_json(error.to_string()))
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
@@ -55,7 +61,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ProtocolJson<T> {
 
 /// Parses a body that must be a JSON object into `T`, naming the offending field on a
 /// shape error. (serde's derived structs would also accept an array of their fields.)
-fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|error| ApiError::invalid_json(format!("the body is not valid JSON: {error}")))?;
     if !value.is_object() {
@@ -159,6 +165,14 @@ mod tests {
     fn refusal(body: &str) -> (ErrorCode, Option<String>, String) {
         let error = parse_object::<Batch>(body.as_bytes()).unwrap_err();
         (error.code, error.field, error.message)
+    }
+
+    #[test]
+    fn json_text_passes_well_formed_json_through_as_it_came() {
+        assert_eq!(json_text(b" {\"a\": [1, \"\\u00e9\"]} ").unwrap(), " {\"a\": [1, \"\\u00e9\"]} ");
+        for refused in [&b""[..], b"{", b"{} {}", b"\"\xff\"", b"nan"] {
+            assert_eq!(json_text(refused).unwrap_err().code, ErrorCode::InvalidJson, "{refused:?}");
+        }
     }
 
     #[test]

@@ -11,14 +11,14 @@ mod bundle_schema;
 mod config;
 mod docs;
 mod error;
-mod extract;
+pub(crate) mod extract;
 mod limits;
 mod openapi;
 mod predict;
 mod request_context;
 mod server;
 mod tls;
-mod v2;
+pub(crate) mod v2;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -349,6 +349,14 @@ fn input_tensor(input: InferInput) -> Result<Tensor, V2Error> {
     Tensor::new(input.name, shape, data).map_err(|error| bad_request(error.to_string()))
 }
 
+/// The host tensors of an infer request body: the body parsed as [`ProtocolJson`] parses
+/// it, then each input converted as [`infer_on`] converts it. For runtime/fuzz, which runs
+/// this on arbitrary bytes.
+pub(crate) fn infer_inputs(body: &[u8]) -> Result<Vec<Tensor>, V2Error> {
+    let request: InferRequest = super::extract::parse_object(body).map_err(|error| bad_request(error.message))?;
+    request.inputs.into_iter().map(input_tensor).collect()
+}
+
 fn flatten<'a>(value: &'a Value, into: &mut Vec<&'a Value>) {
     match value {
         Value::Array(items) => items.iter().for_each(|item| flatten(item, into)),

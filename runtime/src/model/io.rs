@@ -64,7 +64,7 @@ pub struct OutputSpec {
 
 /// Checks that `tensors` are exactly the model's inputs: same names, element types and
 /// ranks, fixed dimensions equal, and one row count. Returns the row count.
-pub(super) fn check_inputs(inputs: &[InputSpec], tensors: &[Tensor]) -> Result<usize, String> {
+pub(crate) fn check_inputs(inputs: &[InputSpec], tensors: &[Tensor]) -> Result<usize, String> {
     if let Some(extra) = tensors.iter().find(|tensor| !inputs.iter().any(|input| input.name == tensor.name)) {
         let expected: Vec<&str> = inputs.iter().map(|input| input.name.as_str()).collect();
         return Err(format!("the model has no input `{}`; its inputs are {}", extra.name, expected.join(", ")));

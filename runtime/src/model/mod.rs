@@ -20,6 +20,7 @@ mod session;
 
 pub use config::{GraphOptimization, OnnxRuntimeConfig};
 pub use error::ModelError;
+pub(crate) use io::check_inputs;
 pub use io::{ElementType, InputSpec, OutputForm, OutputSpec};
 pub use library::OnnxRuntime;
 pub use session::Model;
