@@ -46,6 +46,15 @@ run: bundles ## Build everything and serve the example bundles on 127.0.0.1:8080
 load: bundles ## Load benchmark: car-price at 32 connections with wrk; prints requests/s, p50, p99.
 	bench/load.sh
 
+# The browser libraries the pages are built with, committed under runtime/assets/web/vendor
+# with their licences: fetched from the npm registry, each tarball's sha256 pinned here.
+UPLOT := uplot 1.6.32 4b8a8191e425658e3ea8c8c1314b0fc679c861ee3a1af2b20c7b16ba50b5133d
+
+.PHONY: vendor
+vendor: ## Fetch the pages' vendored libraries again (uPlot) from npm, checking the pinned sha256.
+	rm -rf runtime/assets/web/vendor/uplot
+	scripts/fetch-npm.sh $(UPLOT) runtime/assets/web/vendor/uplot dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE
+
 .PHONY: lint
 lint: setup ## rustfmt and clippy, warnings as errors, on every workspace.
 	$(CARGO) fmt --all --check

@@ -10,6 +10,9 @@
 #   bench/load.sh                 # 2 rounds of 20 s runs, each after a 5 s warm-up
 #   DURATION=60 ROUNDS=3 THREADS=2 bench/load.sh
 #   LOG_LEVEL=info bench/load.sh  # with the access log (one line per request); default warn
+#   BASELINE=/tmp/forecourt-old bench/load.sh
+#                                 # instead of the token comparison: this checkout's binary
+#                                 # against another build of forecourt, alternating, anonymous
 #
 # Needs the bundles (make bundles); installs wrk from apt when missing.
 set -euo pipefail
@@ -36,11 +39,11 @@ server=
 trap 'stop_server; rm -rf "$scratch"' EXIT
 stop_server() { [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }; server=; }
 
-# start_server DATA_DIR: runs the appliance on DATA_DIR; sets $address.
+# start_server DATA_DIR [BINARY]: runs the appliance on DATA_DIR; sets $address.
 start_server() {
-  local data=$1
+  local data=$1 program=${2:-$binary}
   FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
-    FORECOURT_LOGGING__LEVEL="$LOG_LEVEL" "$binary" serve >"$data/stdout" 2>"$data/stderr" &
+    FORECOURT_LOGGING__LEVEL="$LOG_LEVEL" "$program" serve >"$data/stdout" 2>"$data/stderr" &
   server=$!
   address=
   for _ in $(seq 1 300); do
@@ -52,9 +55,9 @@ start_server() {
   echo "the server did not become ready" >&2; cat "$data/stderr" >&2; exit 1
 }
 
-# run LABEL TOKEN: one appliance, warm-up, measured run; appends "LABEL req/s p50 p99 non2xx" to the results.
+# run LABEL TOKEN [BINARY]: one appliance, warm-up, measured run; appends "LABEL req/s p50 p99 non2xx" to the results.
 run() {
-  local label=$1 token=$2 data
+  local label=$1 token=$2 program=${3:-$binary} data
   data=$(mktemp -d -p "$scratch")
   local auth=()
   if [ -n "$token" ]; then
@@ -63,7 +66,7 @@ run() {
     FORECOURT_DATA_DIR="$data" "$binary" token add --role kiosk --name bench-kiosk >"$data/kiosk.token" 2>/dev/null
     auth=(-H "Authorization: Bearer $(cat "$data/kiosk.token")")
   fi
-  start_server "$data"
+  start_server "$data" "$program"
   local url="$address/v1/predict/car-price"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${auth[@]}" -s bench/car-price.lua "$url" >/dev/null
   local result
@@ -81,9 +84,22 @@ run() {
 }
 
 : >"$scratch/results"
+first=anonymous second=kiosk-token
+[ -n "${BASELINE:-}" ] && first=this-build second=baseline
 for round in $(seq 1 "$ROUNDS"); do
-  run "anonymous" ""
-  run "kiosk-token" "yes"
+  if [ -n "${BASELINE:-}" ]; then
+    # Each goes first every other round: a machine warming up (or cooling) favours neither.
+    if [ $((round % 2)) = 1 ]; then
+      run "$first" ""
+      run "$second" "" "$BASELINE"
+    else
+      run "$second" "" "$BASELINE"
+      run "$first" ""
+    fi
+  else
+    run "$first" ""
+    run "$second" "yes"
+  fi
 done
 
 echo
@@ -92,6 +108,6 @@ printf '  %-12s %10s %9s %9s %8s %8s %10s\n' run requests/s p50 p99 non-2xx "RSS
 while read -r label rps p50 p99 bad rss stored; do
   printf '  %-12s %10s %9s %9s %8s %8s %10s\n' "$label" "$rps" "$p50" "$p99" "$bad" "$rss" "$stored"
 done <"$scratch/results"
-awk '{sum[$1]+=$2; n[$1]++} END {
-  a=sum["anonymous"]/n["anonymous"]; k=sum["kiosk-token"]/n["kiosk-token"];
-  printf "  mean requests/s: anonymous %.0f, with a kiosk token %.0f (%+.1f%%)\n", a, k, (k-a)/a*100 }' "$scratch/results"
+awk -v first="$first" -v second="$second" '{sum[$1]+=$2; n[$1]++} END {
+  a=sum[first]/n[first]; k=sum[second]/n[second];
+  printf "  mean requests/s: %s %.0f, %s %.0f (%+.1f%%)\n", first, a, second, k, (k-a)/a*100 }' "$scratch/results"

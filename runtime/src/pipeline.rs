@@ -25,7 +25,7 @@ use crate::error_code::ErrorCode;
 use crate::model::ModelError;
 use crate::plugin::PluginError;
 use crate::store::{PredictionRecord, Store, StoreError};
-use crate::telemetry::{BundleMetrics, names};
+use crate::telemetry::{BundleMetrics, RecentTraffic, names};
 use crate::tensor::{Tensor, TensorData};
 use crate::workers::{WorkerError, WorkerPool};
 
@@ -140,18 +140,23 @@ pub struct Pipeline {
     queue_depth: metrics::Gauge,
 }
 
-/// Metric handles per bundle version, made on first use.
+/// Metric handles per bundle version, made on first use, and the window of recent
+/// traffic they all count into.
 #[derive(Debug, Default)]
-struct MetricsCache(RwLock<HashMap<(String, Version), Arc<BundleMetrics>>>);
+struct MetricsCache {
+    handles: RwLock<HashMap<(String, Version), Arc<BundleMetrics>>>,
+    recent: Arc<RecentTraffic>,
+}
 
 impl MetricsCache {
     fn of(&self, bundle: &Bundle) -> Arc<BundleMetrics> {
         let key = (bundle.name().to_owned(), bundle.version().clone());
-        if let Some(metrics) = self.0.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(metrics) = self.handles.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Arc::clone(metrics);
         }
-        let metrics = Arc::new(BundleMetrics::new(bundle.name(), &bundle.version().to_string()));
-        Arc::clone(self.0.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(metrics))
+        let metrics =
+            Arc::new(BundleMetrics::new(bundle.name(), &bundle.version().to_string(), Arc::clone(&self.recent)));
+        Arc::clone(self.handles.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(metrics))
     }
 }
 
@@ -176,6 +181,11 @@ impl Pipeline {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The last minutes of requests that reached a bundle, for the dashboard.
+    pub fn recent_traffic(&self) -> &RecentTraffic {
+        &self.metrics.recent
     }
 
     /// Jobs waiting for a worker.

@@ -5,12 +5,10 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use forecourt_testkit::{
-    Broker, FleetKit, Message, Packaging, SHIPPED, Server, Subscription, User, car, forecourt, sha256_hex,
+    Broker, FleetKit, Load, Message, Packaging, SHIPPED, Server, Subscription, User, car, forecourt, sha256_hex,
 };
 use serde_json::{Value, json};
 
@@ -99,24 +97,9 @@ fn await_outcome(subscription: &Subscription, id: &str) -> Vec<Message> {
 /// `forecourt fleet push` of `fcb` to one device, as deployment `id`, signed with the kit's
 /// key, plus `extra` options.
 fn push(kit: &FleetKit, broker: &Broker, fcb: &Path, device: &str, id: &str, extra: &[&str]) -> Output {
-    let url = broker.url();
-    let key = kit.key();
-    let mut args: Vec<&dyn AsRef<OsStr>> = vec![
-        &"fleet",
-        &"push",
-        &"--broker",
-        &url,
-        &"--bundle",
-        &fcb,
-        &"--device",
-        &device,
-        &"--id",
-        &id,
-        &"--key",
-        &key,
-    ];
-    args.extend(extra.iter().map(|arg| arg as &dyn AsRef<OsStr>));
-    forecourt(&args)
+    let mut args = kit.push_args(broker, fcb, device, id);
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    forecourt(&args.iter().map(|arg| arg as &dyn AsRef<OsStr>).collect::<Vec<_>>())
 }
 
 /// `forecourt fleet push` like [`push`], left running in the background (output discarded),
@@ -142,50 +125,6 @@ fn spawn_push(
         .expect("forecourt runs")
 }
 
-/// Requests car-price in a loop on its own thread, counting failures and versions served.
-struct Load {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<LoadReport>>,
-}
-
-#[derive(Debug, Default)]
-struct LoadReport {
-    ok: u64,
-    failures: Vec<String>,
-    versions: Vec<(Instant, String)>,
-}
-
-impl Load {
-    fn start(server: &Server) -> Self {
-        let client = server.client();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut report = LoadReport::default();
-            while !flag.load(Ordering::SeqCst) {
-                match client.try_post_json("/v1/predict/car-price", &car()) {
-                    Ok(reply) if reply.status == 200 => {
-                        report.ok += 1;
-                        let version = reply.json["version"].as_str().unwrap_or_default().to_owned();
-                        if report.versions.last().is_none_or(|(_, last)| *last != version) {
-                            report.versions.push((Instant::now(), version));
-                        }
-                    }
-                    Ok(reply) => report.failures.push(format!("{}: {}", reply.status, reply.json)),
-                    Err(error) => report.failures.push(error.to_string()),
-                }
-            }
-            report
-        });
-        Self { stop, thread: Some(thread) }
-    }
-
-    fn finish(mut self) -> LoadReport {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
 #[test]
 fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_and_rolls_back() {
     let broker = Broker::start();
@@ -207,7 +146,7 @@ fn a_signed_bundle_pushed_to_a_device_serves_at_once_without_a_failed_request_an
     let progress = broker.subscribe("forecourt/kiosk-1/deployments/+");
     let fcb = kit.package("1.1.0", Packaging::Signed);
 
-    let load = Load::start(&server);
+    let load = Load::start(server.client());
     let pushed = Instant::now();
     let pushed_output = push(&kit, &broker, &fcb, "kiosk-1", "rollout-1", &["--timeout", "30s"]);
     // Let the load run on the new version for a moment before stopping it.
@@ -428,7 +367,7 @@ fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
     let history = broker.subscribe("forecourt/kiosk-5/history");
 
     // A p99 threshold no request can meet: rolled back on its first figures.
-    let load = Load::start(&server);
+    let load = Load::start(server.client());
     let strict = push(
         &kit,
         &broker,
@@ -448,7 +387,7 @@ fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
     assert_eq!(car_price_versions(&server), ("1.0.0".to_owned(), vec!["1.0.0".to_owned()]));
 
     // Within its thresholds for the whole window: promoted, the old version kept.
-    let load = Load::start(&server);
+    let load = Load::start(server.client());
     let healthy = push(
         &kit,
         &broker,

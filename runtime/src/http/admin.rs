@@ -244,7 +244,7 @@ fn parse_paging(
     Ok((after, limit))
 }
 
-fn query_parameters(
+pub(super) fn query_parameters(
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<HashMap<String, String>, ApiError> {
     let Query(parameters) = query.map_err(|_| {
@@ -327,7 +327,7 @@ pub async fn audit_verify(
     Ok(Json(report.map_err(internal)?))
 }
 
-fn internal(error: crate::store::StoreError) -> ApiError {
+pub(super) fn internal(error: crate::store::StoreError) -> ApiError {
     tracing::error!(%error, "store read failed");
     ApiError::internal(error.to_string())
 }

@@ -14,9 +14,12 @@ mod error;
 pub(crate) mod extract;
 mod limits;
 mod openapi;
+mod overview;
+mod pages;
 mod predict;
 mod request_context;
 mod server;
+mod static_files;
 mod tls;
 pub(crate) mod v2;
 
@@ -112,6 +115,11 @@ fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
         // Swagger UI's own files, nothing of the appliance's: a browser opening the page sends
         // no token, so the page asks for one and sends it with the requests it makes.
         ("/docs", P::Open, get(docs::page)),
+        // The kiosk page and the dashboard: open like /docs, since they hold no data; the
+        // API routes they read need the user's token.
+        ("/", P::Open, get(static_files::page(pages::KIOSK))),
+        ("/dashboard", P::Open, get(static_files::page(pages::DASHBOARD))),
+        ("/v1/overview", P::Inspect, get(overview::overview)),
         ("/v1/predict/{bundle}", P::Predict, post(predict::predict)),
         ("/v1/predict/{bundle}/batch", P::Predict, post(predict::predict_batch)),
         ("/v1/bundles", P::Describe, get(admin::bundles)),
@@ -129,8 +137,8 @@ fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
         ("/v2/models/{model}/versions/{version}/ready", P::Describe, get(v2::model_version_ready)),
         ("/v2/models/{model}/versions/{version}/infer", P::Predict, post(v2::infer_version)),
     ];
-    for (path, content_type, bytes) in docs::ASSETS {
-        routes.push((path, P::Open, get(docs::asset(content_type, bytes))));
+    for (path, content_type, bytes) in docs::ASSETS.into_iter().chain(pages::ASSETS) {
+        routes.push((path, P::Open, get(static_files::file(content_type, bytes))));
     }
     routes
 }

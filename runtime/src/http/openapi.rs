@@ -12,6 +12,7 @@ use crate::auth::Permission;
 #[openapi(
     info(title = "Forecourt", description = "Edge inference appliance: predictions through a sandboxed WebAssembly plugin and an ONNX model. The Open Inference Protocol v2 is also served under /v2 (see the KServe specification)."),
     paths(
+        super::overview::overview,
         super::predict::predict,
         super::predict::predict_batch,
         super::admin::bundles,

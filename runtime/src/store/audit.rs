@@ -158,6 +158,21 @@ pub(crate) fn records(audit: &Tree, after: Option<u64>, limit: usize) -> Result<
         .collect()
 }
 
+/// The last `limit` records, in order.
+pub(crate) fn latest(audit: &Tree, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+    let mut latest = audit
+        .iter()
+        .rev()
+        .take(limit)
+        .map(|item| {
+            let (key, bytes) = item?;
+            decode(&key, &bytes)?.into_record()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    latest.reverse();
+    Ok(latest)
+}
+
 fn decode(key: &[u8], bytes: &[u8]) -> Result<Stored, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|error| StoreError::Corrupt { what: format!("audit record under key {}: {error}", hex::encode(key)) })

@@ -45,7 +45,7 @@ use uuid::Uuid;
 pub use audit::VerifyRange;
 pub use config::{Durability, StoreConfig};
 pub use error::StoreError;
-pub use record::{AuditKind, AuditProblem, AuditRecord, AuditReport, PredictionRecord, StoreStats};
+pub use record::{AuditKind, AuditProblem, AuditRecord, AuditReport, PredictionRecord, StoreStats, Verification};
 pub use table::{Table, TableOp};
 pub use time::{now_unix_ms, rfc3339_millis, time_of_id};
 
@@ -78,6 +78,8 @@ struct Inner {
     capacity: usize,
     counters: Arc<Counters>,
     threads: Mutex<Threads>,
+    /// The outcome of the last audit verification since the store opened.
+    last_verification: Mutex<Option<Verification>>,
 }
 
 /// Taken (left `None`) by whoever stops the threads first: `close` or the drop of the last handle.
@@ -130,9 +132,22 @@ impl Store {
 
     pub fn prediction(&self, id: Uuid) -> Result<Option<PredictionRecord>, StoreError> {
         let Some(bytes) = self.inner.trees.predictions.get(id.as_bytes())? else { return Ok(None) };
-        let record = serde_json::from_slice(&bytes)
-            .map_err(|error| StoreError::Corrupt { what: format!("prediction {id}: {error}") })?;
-        Ok(Some(record))
+        decode_prediction(id.as_bytes(), &bytes).map(Some)
+    }
+
+    /// The `limit` newest predictions, newest first (keys are UUIDv7s: key order is time order).
+    pub fn latest_predictions(&self, limit: usize) -> Result<Vec<PredictionRecord>, StoreError> {
+        self.inner
+            .trees
+            .predictions
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                decode_prediction(&key, &bytes)
+            })
+            .collect()
     }
 
     /// Appends an audit event through the same writer (so the chain is strictly ordered without locks) and
@@ -156,6 +171,11 @@ impl Store {
         self.inner.counters.audit_durable.subscribe()
     }
 
+    /// The last `limit` audit records, in order.
+    pub fn latest_audit_records(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        audit::latest(&self.inner.trees.audit, limit)
+    }
+
     /// Checks the whole chain: a full read of the audit tree.
     pub fn verify_audit(&self) -> Result<AuditReport, StoreError> {
         self.verify_audit_range(VerifyRange::default())
@@ -164,7 +184,17 @@ impl Store {
     /// Checks a stretch of the chain, linked to the record before it; blocks for as long as
     /// the read takes (call it off the async threads).
     pub fn verify_audit_range(&self, range: VerifyRange) -> Result<AuditReport, StoreError> {
-        audit::verify(&self.inner.trees.audit, &self.inner.trees.meta, range)
+        let report = audit::verify(&self.inner.trees.audit, &self.inner.trees.meta, range)?;
+        let verification = Verification {
+            time: rfc3339_millis(now_unix_ms()),
+            ok: report.ok,
+            after: range.after,
+            records: report.records,
+            head_seq: report.head_seq,
+            complete: report.next_after.is_none(),
+        };
+        *self.inner.last_verification.lock().unwrap_or_else(PoisonError::into_inner) = Some(verification);
+        Ok(report)
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -175,6 +205,7 @@ impl Store {
             queue_depth: inner.sender.as_ref().map_or(0, Sender::len),
             // Only file sizes; a failure to read them is not worth failing the statistics for.
             disk_bytes: inner.trees.db.size_on_disk().unwrap_or(0),
+            last_verification: inner.last_verification.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         }
     }
 
@@ -187,6 +218,13 @@ impl Store {
         // Waiting for room in the queue and joining threads block: off the runtime's threads.
         tokio::task::spawn_blocking(move || inner.close()).await.map_err(|_| StoreError::Closed)?
     }
+}
+
+fn decode_prediction(key: &[u8], bytes: &[u8]) -> Result<PredictionRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| {
+        let id = Uuid::from_slice(key).map_or_else(|_| format!("{key:02x?}"), |id| id.to_string());
+        StoreError::Corrupt { what: format!("prediction {id}: {error}") }
+    })
 }
 
 impl std::fmt::Debug for Store {
@@ -246,6 +284,7 @@ impl Inner {
             capacity: config.queue_capacity,
             counters: Arc::clone(&counters),
             threads: Mutex::new(Threads { writer: Some(writer), pruner: None }),
+            last_verification: Mutex::new(None),
         };
         // On failure `inner` drops here, which stops the writer.
         let pruner = Pruner::spawn(trees, counters, config).map_err(|error| failed("pruning", error))?;

@@ -121,7 +121,7 @@ pub struct AuditProblem {
     pub problem: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreStats {
     pub predictions: u64,
     pub audit_records: u64,
@@ -129,6 +129,25 @@ pub struct StoreStats {
     pub queue_depth: usize,
     /// The database's files, in bytes.
     pub disk_bytes: u64,
+    /// The last audit verification since the store opened (by the API or the dashboard).
+    pub last_verification: Option<Verification>,
+}
+
+/// What the last audit verification found, and over which stretch of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// RFC 3339 UTC, when it ended.
+    pub time: String,
+    pub ok: bool,
+    /// It checked the records after this seq (absent: from the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Records checked.
+    pub records: u64,
+    /// The last record checked.
+    pub head_seq: Option<u64>,
+    /// Whether it reached the end of the chain (a page may stop before).
+    pub complete: bool,
 }
 
 #[cfg(test)]

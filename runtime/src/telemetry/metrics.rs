@@ -211,6 +211,8 @@ pub struct BundleMetrics {
     plugin_duration: metrics::Histogram,
     inference_duration: metrics::Histogram,
     predictions: metrics::Counter,
+    /// The dashboard's window, shared by every bundle version.
+    recent: std::sync::Arc<super::RecentTraffic>,
     predicted_values: std::sync::RwLock<std::collections::HashMap<String, metrics::Histogram>>,
 }
 
@@ -224,7 +226,7 @@ impl std::fmt::Debug for BundleMetrics {
 }
 
 impl BundleMetrics {
-    pub fn new(bundle: &str, version: &str) -> Self {
+    pub fn new(bundle: &str, version: &str, recent: std::sync::Arc<super::RecentTraffic>) -> Self {
         let (bundle, version) = (bundle.to_owned(), version.to_owned());
         Self {
             requests_ok: metrics::counter!(names::REQUESTS, "bundle" => bundle.clone(), "version" => version.clone(), "status" => "ok"),
@@ -232,6 +234,7 @@ impl BundleMetrics {
             plugin_duration: metrics::histogram!(names::PLUGIN_DURATION, "bundle" => bundle.clone()),
             inference_duration: metrics::histogram!(names::INFERENCE_DURATION, "bundle" => bundle.clone()),
             predictions: metrics::counter!(names::PREDICTIONS, "bundle" => bundle.clone(), "version" => version.clone()),
+            recent,
             predicted_values: Default::default(),
             bundle,
             version,
@@ -247,6 +250,7 @@ impl BundleMetrics {
             .increment(1),
         }
         self.request_duration.record(seconds);
+        self.recent.observe(error_code.is_some(), seconds);
     }
 
     /// One instance predicted: its plugin time and the model run's time (if it had its own).

@@ -7,8 +7,10 @@
 
 mod logging;
 mod metrics;
+mod recent;
 mod system;
 
 pub use self::metrics::{BundleMetrics, Metrics, names, record_bundle_versions};
 pub use logging::{LogFormat, LoggingConfig, init_logging};
+pub use recent::{RecentTraffic, TrafficPoint, TrafficSnapshot};
 pub use system::{SystemFigures, SystemMonitor};

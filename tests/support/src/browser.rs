@@ -25,3 +25,24 @@ pub fn browser_script(script: &str, args: &[&str]) -> Output {
         .output()
         .expect("python3 runs")
 }
+
+/// axe-core, the accessibility checker the browser tests run in the page: fetched once from
+/// the npm registry with its sha256 checked (scripts/fetch-npm.sh) into target/npm.
+pub fn axe_core() -> std::path::PathBuf {
+    const AXE: (&str, &str, &str) =
+        ("axe-core", "4.14.1", "e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745");
+    let dest = repo_root().join("target/npm/axe-core");
+    let output = Command::new(repo_root().join("scripts/fetch-npm.sh"))
+        .args([AXE.0, AXE.1, AXE.2])
+        .arg(&dest)
+        .args(["axe.min.js", "LICENSE"])
+        .output()
+        .expect("the fetch script runs");
+    assert!(output.status.success(), "fetching axe-core failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    dest.join("axe.min.js")
+}
+
+/// Where the browser tests write their screenshots: target/screenshots.
+pub fn screenshots_dir() -> std::path::PathBuf {
+    repo_root().join("target/screenshots")
+}

@@ -129,6 +129,17 @@ impl FleetKit {
         fcb
     }
 
+    /// The command line of `forecourt fleet push` of `fcb` to `device` as deployment `id`,
+    /// signed with the kit's key: the arguments after the binary.
+    pub fn push_args(&self, broker: &Broker, fcb: &Path, device: &str, id: &str) -> Vec<String> {
+        let path = |path: &Path| path.to_string_lossy().into_owned();
+        ["fleet", "push", "--broker", &broker.url(), "--bundle", &path(fcb), "--device", device, "--id", id, "--key"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([path(&self.key)])
+            .collect()
+    }
+
     /// An appliance serving the shipped bundles, trusting the kit's key, linked to
     /// `broker` as `device` in `groups`, publishing metrics every second.
     pub fn appliance(&self, broker: &Broker, device: &str, groups: &[&str]) -> ServerBuilder {

@@ -10,19 +10,21 @@ mod browser;
 mod bundles;
 mod contract;
 mod fleet;
+mod load;
 mod mqtt;
 mod server;
 mod tls;
 mod tokens;
 mod tools;
 
-pub use browser::browser_script;
+pub use browser::{axe_core, browser_script, screenshots_dir};
 pub use bundles::{
     EXAMPLES, HOSTILE, HOSTILE_VERSION, all_bundles, copy_tree, example_bundles, hostile_bundle_dir, identity_model,
     sha256_hex, write_hostile_bundle,
 };
 pub use contract::{Fuzzing, schemathesis, validate_openapi};
 pub use fleet::{FleetKit, Packaging, SHIPPED, forecourt, succeed};
+pub use load::{Load, LoadReport};
 pub use mqtt::{Broker, Message, Subscription, User};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tls::{TestCertificates, certificate_serial, served_certificate_serial};
