@@ -33,6 +33,7 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
+pub mod settings;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

@@ -6,11 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use forecourt_testkit::{Server, all_bundles, forecourt_binary};
+use forecourt_testkit::{Server, all_bundles, forecourt_binary, with};
 use serde_json::{Value, json};
 
+/// A car whose mileage tells the requests apart.
 fn car(mileage: u64) -> Value {
-    json!({"make": "pontiac", "body": "sedan", "mileage": mileage, "cylinders": 6, "doors": 4, "cruise": true})
+    with(forecourt_testkit::car(), "mileage", json!(mileage))
 }
 
 /// Every audit record, in order.

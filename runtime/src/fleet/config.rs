@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deploy::DownloadLimits;
 use super::state::Retention;
-use crate::config::{ConfigError, check_range};
+use crate::settings::{ConfigError, check_range};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -22,7 +22,7 @@ pub struct MqttConfig {
     pub device_id: Option<String>,
     /// Groups whose deployments this appliance takes (`<prefix>/groups/<group>/deploy`).
     /// In the environment: `FORECOURT_MQTT__GROUPS=east,north`.
-    #[serde(deserialize_with = "crate::config::list_or_csv")]
+    #[serde(deserialize_with = "crate::settings::list_or_csv")]
     pub groups: Vec<String>,
     /// The first level of every topic.
     pub topic_prefix: String,
@@ -113,7 +113,7 @@ impl BrokerAddress {
     /// `mqtt://host[:port]` (or `tcp://`), port 1883 by default; `mqtts://host[:port]` (or
     /// `ssl://`), over TLS, port 8883 by default.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: axum::http::Uri = url.parse().map_err(|error| format!("{url:?} is not a URL: {error}"))?;
+        let uri: http::Uri = url.parse().map_err(|error| format!("{url:?} is not a URL: {error}"))?;
         let (tls, default_port) = match uri.scheme_str() {
             Some("mqtt" | "tcp") => (None, 1883),
             Some("mqtts" | "ssl") => (Some(Tls::default()), 8883),
@@ -122,6 +122,10 @@ impl BrokerAddress {
         };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("{url:?} must be mqtt://host:port, without a path or query"));
+        }
+        if uri.authority().is_some_and(|authority| authority.as_str().contains('@')) {
+            // The address is printed in logs and status; credentials have their own settings.
+            return Err(format!("{url:?} carries credentials; set mqtt.username and mqtt.password instead"));
         }
         let host = uri.host().filter(|host| !host.is_empty()).ok_or_else(|| format!("{url:?} has no host"))?;
         Ok(Self { host: host.trim_matches(['[', ']']).to_owned(), port: uri.port_u16().unwrap_or(default_port), tls })
@@ -266,7 +270,7 @@ mod tests {
         assert_eq!(BrokerAddress::parse("tcp://[::1]:1884").unwrap(), address("::1", 1884, None));
         assert_eq!(BrokerAddress::parse("mqtts://b").unwrap(), address("b", 8883, Some(Tls::default())));
         assert_eq!(address("::1", 1884, Some(Tls::default())).label(), "mqtts://[::1]:1884");
-        for bad in ["broker:1883", "http://broker", "mqtt://", "mqtt://b/path", "wss://b"] {
+        for bad in ["broker:1883", "http://broker", "mqtt://", "mqtt://b/path", "wss://b", "mqtt://u:p@b"] {
             assert!(BrokerAddress::parse(bad).is_err(), "{bad} should be refused");
         }
     }

@@ -219,7 +219,7 @@ fn check_download_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_URL_LEN {
         return Err(format!("{} is over {MAX_URL_LEN} characters", excerpt(url)));
     }
-    let uri: axum::http::Uri = url.parse().map_err(|error| format!("{} is not a URL: {error}", excerpt(url)))?;
+    let uri: http::Uri = url.parse().map_err(|error| format!("{} is not a URL: {error}", excerpt(url)))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some(other) => return Err(format!("scheme {} is not allowed; only http", excerpt(other))),

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::tls::TlsFiles;
-use crate::config::{ConfigError, check_range};
+use crate::settings::{ConfigError, check_range};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -36,7 +36,7 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Web origins (`https://kiosk.example.com`, or `*` for any) whose pages may call the
     /// API from a browser (CORS). Empty, the default: none. In the environment, comma-separated.
-    #[serde(deserialize_with = "crate::config::list_or_csv")]
+    #[serde(deserialize_with = "crate::settings::list_or_csv")]
     pub cors_allowed_origins: Vec<CorsOrigin>,
 }
 

@@ -15,7 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// `[server.tls]`: serve HTTPS instead of HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

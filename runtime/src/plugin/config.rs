@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, check_range};
+use crate::settings::{ConfigError, check_range};
 
 /// Fuel is wasmtime's deterministic count of executed work. This rate was measured on our
 /// reference machine (a 2-core cloud VM: an infinite loop burns about 24M units per ms), so
