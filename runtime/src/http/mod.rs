@@ -19,6 +19,7 @@ mod request_context;
 mod server;
 mod tls;
 pub(crate) mod v2;
+mod v2_binary;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
