@@ -23,9 +23,10 @@ pub fn v1_body(bytes: &[u8]) -> Result<String, String> {
     crate::http::extract::json_text(bytes).map_err(|error| error.message)
 }
 
-/// A `/v2/models/{model}/infer` body to the tensors the model is given.
-pub fn v2_inputs(body: &[u8]) -> Result<Vec<Tensor>, String> {
-    crate::http::v2::infer_inputs(body).map_err(|error| format!("{error:?}"))
+/// A `/v2/models/{model}/infer` body to the tensors the model is given; `header_length`
+/// is the `Inference-Header-Content-Length` header's value (binary tensor data), if any.
+pub fn v2_inputs(body: &[u8], header_length: Option<&[u8]>) -> Result<Vec<Tensor>, String> {
+    crate::http::v2::infer_inputs(body, header_length).map_err(|error| format!("{error:?}"))
 }
 
 /// The model's check of tensors against its inputs before a run; the row count if they fit.

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use forecourt_testkit::{
-    Server, TestCertificates, add_token, all_bundles, car, certificate_serial, ensure_apt, served_certificate_serial,
-    temp_dir, triton_infer,
+    Server, TestCertificates, TritonTensors, add_token, all_bundles, car, certificate_serial, ensure_apt,
+    served_certificate_serial, temp_dir, triton_infer,
 };
 use serde_json::{Value, json};
 
@@ -54,7 +54,9 @@ fn https_serves_curl_and_tritonclient_with_a_token_and_refuses_untrusted_clients
     assert_eq!(String::from_utf8_lossy(&plain.stdout), "000");
 
     let argument = json!({"features": [[20000, 4, 4, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]], "years_ahead": [[0]]});
-    let triton = triton_infer(server.host_port(), &argument, Some(&kiosk), Some(&certificates.ca));
+    // Triton's client with its defaults: binary tensors both ways.
+    let triton =
+        triton_infer(server.host_port(), &argument, TritonTensors::Binary, Some(&kiosk), Some(&certificates.ca));
     assert_eq!((&triton["live"], &triton["ready"]), (&json!(true), &json!(true)), "{triton}");
     assert_eq!(triton["metadata"]["name"], "car-price");
     assert!(triton["prices"][0].as_f64().is_some_and(|price| price > 0.0), "{triton}");

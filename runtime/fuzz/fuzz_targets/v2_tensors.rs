@@ -8,7 +8,7 @@ use forecourt_fuzz::car_price_inputs;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(tensors) = fuzzing::v2_inputs(data) else { return };
+    let Ok(tensors) = fuzzing::v2_inputs(data, None) else { return };
     for tensor in &tensors {
         tensor.validate().expect("an accepted input is a well-formed tensor");
     }

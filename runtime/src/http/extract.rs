@@ -1,9 +1,10 @@
-//! Request bodies: the content type must be JSON, the size within `server.max_body_bytes`,
+//! Request bodies: the content type must be JSON (for the inference protocol, also none or
+//! binary tensor data), the size within `server.max_body_bytes`,
 //! and the text well-formed JSON, each refused with its own status and code.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -45,17 +46,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// A JSON request body of the inference protocol parsed into `T`. Triton's client sends
-/// no content type at all, so a missing one is accepted; a non-JSON one is not.
+/// A request body of the inference protocol, as bytes: JSON, or JSON followed by binary
+/// tensor data (Triton's binary tensor data extension, [`super::v2_binary`]), with the
+/// value of the header that says where the JSON ends. Triton's client sends no content
+/// type at all, so a missing one is accepted, and so is application/octet-stream (another
+/// label for the binary framing); any other is not, nor a compressed body.
 #[derive(Debug)]
-pub struct ProtocolJson<T>(pub T);
+pub struct ProtocolBody {
+    pub bytes: Bytes,
+    /// The `Inference-Header-Content-Length` header's value, when there is one.
+    pub header_length: Option<HeaderValue>,
+}
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ProtocolJson<T> {
+impl FromRequest<AppState> for ProtocolBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = json_bytes(request, state.config.max_body_bytes, ContentType::JsonOrNone).await?;
-        parse_object(&bytes).map(Self)
+        let header_length = request.headers().get(super::v2_binary::HEADER_LENGTH).cloned();
+        let bytes = json_bytes(request, state.config.max_body_bytes, ContentType::Protocol).await?;
+        Ok(Self { bytes, header_length })
     }
 }
 
@@ -118,8 +127,11 @@ fn shape_error(path: Option<String>, serde_message: &str) -> ApiError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ContentType {
+    /// application/json only.
     Required,
-    JsonOrNone,
+    /// The inference protocol's: application/json, application/octet-stream or none, and
+    /// no Content-Encoding but identity (compressed bodies are not supported).
+    Protocol,
 }
 
 async fn json_bytes(request: Request, limit: usize, required: ContentType) -> Result<Bytes, ApiError> {
@@ -129,8 +141,26 @@ async fn json_bytes(request: Request, limit: usize, required: ContentType) -> Re
     let is_json = content_type
         .and_then(|value| value.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    let acceptable = is_json || (content_type.is_none() && required == ContentType::JsonOrNone);
-    if !acceptable {
+    let is_octets = content_type
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/octet-stream"));
+    let encoding =
+        request.headers().get(header::CONTENT_ENCODING).map(|value| String::from_utf8_lossy(value.as_bytes()));
+    let encoded = encoding.as_deref().filter(|coding| !coding.trim().eq_ignore_ascii_case("identity"));
+    let refusal = match required {
+        ContentType::Required if !is_json => {
+            Some(format!("the body must be application/json, not {}", content_type.unwrap_or("unspecified")))
+        }
+        ContentType::Protocol if !(is_json || is_octets || content_type.is_none()) => Some(format!(
+            "the body must be application/json (or application/octet-stream with binary tensor data), not {}",
+            content_type.unwrap_or("unspecified")
+        )),
+        ContentType::Protocol => encoded.map(|coding| {
+            format!("Content-Encoding {} is not supported; send the body uncompressed", super::error::echo(coding))
+        }),
+        ContentType::Required => None,
+    };
+    if let Some(message) = refusal {
         // Read the body anyway (within the limit), so that the connection stays usable
         // for the client's next request; a larger one is answered 413 instead below.
         let declared =
@@ -138,10 +168,7 @@ async fn json_bytes(request: Request, limit: usize, required: ContentType) -> Re
         if declared.is_none_or(|length| length <= limit) {
             let _ = axum::body::to_bytes(request.into_body(), limit).await;
         }
-        return Err(ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            format!("the body must be application/json, not {}", content_type.unwrap_or("unspecified")),
-        ));
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType, message));
     }
     let too_large = || ApiError::new(ErrorCode::PayloadTooLarge, format!("the body exceeds {limit} bytes"));
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());

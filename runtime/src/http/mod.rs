@@ -22,6 +22,7 @@ mod server;
 mod static_files;
 mod tls;
 pub(crate) mod v2;
+mod v2_binary;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -25,6 +25,8 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Reply {
     pub status: u16,
     pub headers: ureq::http::HeaderMap,
+    /// The body as it came.
+    pub bytes: Vec<u8>,
     /// The body as text (lossy for non-UTF-8).
     pub text: String,
     /// The body as JSON, `Value::Null` when it is not JSON.
@@ -140,6 +142,19 @@ impl Client {
             .unwrap_or_else(|error| panic!("{method} {} got no answer: {error}", self.url(path)))
     }
 
+    /// A POST with extra headers and the given content type (none: no content-type header),
+    /// as a client of a binary framing sends it.
+    pub fn post_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Reply {
+        self.try_request_with_headers("POST", path, headers, content_type, Some(body))
+            .unwrap_or_else(|error| panic!("POST {} got no answer: {error}", self.url(path)))
+    }
+
     fn try_request_with_headers(
         &self,
         method: &str,
@@ -167,7 +182,7 @@ impl Client {
         let bytes = response.body_mut().with_config().limit(64 << 20).read_to_vec()?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Reply { status, headers, text, json })
+        Ok(Reply { status, headers, bytes, text, json })
     }
 }
 

@@ -104,18 +104,32 @@ fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
+/// How `tests/triton_infer.py` sends tensors and asks for outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TritonTensors {
+    /// JSON tensors both ways (`binary_data=False` on inputs and the output).
+    Json,
+    /// The client's defaults: binary inputs, outputs as binary data (`--binary`).
+    Binary,
+}
+
 /// Runs `tests/triton_infer.py` (Triton's own HTTP client) against `host_port` with the
-/// tensors in `argument` ({"features": [[..17..]], "years_ahead": [[..]]}), as a bearer
-/// `token` and over HTTPS trusting `ca` when given; its JSON report.
+/// tensors in `argument` ({"features": [[..17..]], "years_ahead": [[..]]}), sent as
+/// `tensors` says, as a bearer `token` and over HTTPS trusting `ca` when given; its JSON
+/// report.
 pub fn triton_infer(
     host_port: &str,
     argument: &serde_json::Value,
+    tensors: TritonTensors,
     token: Option<&str>,
     ca: Option<&std::path::Path>,
 ) -> serde_json::Value {
     ensure_pip("tritonclient[http]", "tritonclient.http");
     let mut command = Command::new("python3");
     command.arg(crate::repo_root().join("tests/triton_infer.py")).arg(host_port).arg(argument.to_string());
+    if tensors == TritonTensors::Binary {
+        command.arg("--binary");
+    }
     if let Some(token) = token {
         command.args(["--token", token]);
     }
