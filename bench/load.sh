@@ -26,34 +26,8 @@ ROUNDS=${ROUNDS:-2}
 LOG_LEVEL=${LOG_LEVEL:-warn}
 BUNDLES=${BUNDLES:-bundles}
 
-if ! command -v wrk >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
-[ -d "$BUNDLES/car-price" ] || { echo "no bundles in $BUNDLES: run 'make bundles' first" >&2; exit 1; }
-
-cargo build --release -q -p forecourt
-binary=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/forecourt
-
-scratch=$(mktemp -d)
-server=
-trap 'stop_server; rm -rf "$scratch"' EXIT
-stop_server() { [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }; server=; }
-
-# start_server DATA_DIR [BINARY]: runs the appliance on DATA_DIR; sets $address.
-start_server() {
-  local data=$1 program=${2:-$binary}
-  FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
-    FORECOURT_LOGGING__LEVEL="$LOG_LEVEL" "$program" serve >"$data/stdout" 2>"$data/stderr" &
-  server=$!
-  address=
-  for _ in $(seq 1 300); do
-    address=$(sed -n 's/^forecourt listening on //p' "$data/stdout")
-    [ -n "$address" ] && curl -sf "$address/health" >/dev/null && return 0
-    kill -0 "$server" 2>/dev/null || { cat "$data/stderr" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "the server did not become ready" >&2; cat "$data/stderr" >&2; exit 1
-}
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 # run LABEL TOKEN [BINARY]: one appliance, warm-up, measured run; appends "LABEL req/s p50 p99 non2xx" to the results.
 run() {

@@ -19,18 +19,10 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 ROUNDS=${ROUNDS:-2}
 BUNDLES=${BUNDLES:-bundles}
+LOG_LEVEL=${LOG_LEVEL:-warn}
 
-if ! command -v wrk >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-fi
-[ -d "$BUNDLES/car-price" ] || { echo "no bundles in $BUNDLES: run 'make bundles' first" >&2; exit 1; }
-
-cargo build --release -q -p forecourt
-binary=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/forecourt
-
-scratch=$(mktemp -d)
-server=
-trap '[ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }; rm -rf "$scratch"' EXIT
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 # The two bodies of the same request: one car-price row (README's example car).
 python3 - "$scratch" <<'PY'
@@ -54,17 +46,7 @@ PY
 
 data="$scratch/data"
 mkdir -p "$data"
-FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
-  FORECOURT_LOGGING__LEVEL=warn "$binary" serve >"$data/stdout" 2>"$data/stderr" &
-server=$!
-address=
-for _ in $(seq 1 300); do
-  address=$(sed -n 's/^forecourt listening on //p' "$data/stdout")
-  [ -n "$address" ] && curl -sf "$address/health" >/dev/null && break
-  kill -0 "$server" 2>/dev/null || { cat "$data/stderr" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$address" ] || { echo "the server did not become ready" >&2; exit 1; }
+start_server "$data"
 url="$address/v2/models/car-price/infer"
 
 # Both bodies answer the same price before anything is measured.
