@@ -21,7 +21,8 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use super::error::BundleError;
-use super::manifest::{MANIFEST_FILE, MODEL_FILE, Manifest, PLUGIN_FILE};
+use super::manifest::TrainingFiles;
+use super::manifest::{MANIFEST_FILE, METRICS_FILE, MODEL_FILE, Manifest, PLUGIN_FILE, PROFILE_FILE, TREES_FILE};
 use super::signature::SIGNATURE_FILE;
 
 /// The file extension of a packed bundle.
@@ -47,7 +48,9 @@ impl Limits {
     }
 }
 
-const NAMES: [&str; 4] = [MANIFEST_FILE, SIGNATURE_FILE, PLUGIN_FILE, MODEL_FILE];
+/// Every name an archive may hold; the last four are optional.
+const NAMES: [&str; 7] =
+    [MANIFEST_FILE, PLUGIN_FILE, MODEL_FILE, SIGNATURE_FILE, METRICS_FILE, PROFILE_FILE, TREES_FILE];
 
 fn archive_error(path: &Path, reason: impl Into<String>) -> BundleError {
     BundleError::Archive { path: path.to_owned(), reason: reason.into() }
@@ -64,9 +67,12 @@ pub fn pack(dir: &Path, out: &Path) -> Result<String, BundleError> {
     let top = format!("{}-{}", manifest.bundle.name, manifest.bundle.version);
     let error = |e: std::io::Error| archive_error(out, e.to_string());
     let mut builder = tar::Builder::new(BufWriter::new(File::create(out).map_err(error)?));
+    // The manifest's training files already have their fixed names (checked at parse).
+    let named = |name: &str| manifest.training.entries().any(|(_, fixed, file)| fixed == name && file.is_some());
     for name in NAMES {
         let path = dir.join(name);
-        if name == SIGNATURE_FILE && !path.exists() {
+        let optional = name == SIGNATURE_FILE || TrainingFiles::NAMES.contains(&name);
+        if optional && !(path.exists() && (name == SIGNATURE_FILE || named(name))) {
             continue;
         }
         let bytes =
@@ -194,12 +200,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(PLUGIN_FILE), b"wasm").unwrap();
         std::fs::write(dir.path().join(MODEL_FILE), b"onnx").unwrap();
-        let manifest = format!(
+        let mut manifest = format!(
             "[bundle]\nname = \"cars\"\nversion = \"1.2.0\"\nmin_runtime_version = \"0.1.0\"\n\n\
              [plugin]\nfile = \"{PLUGIN_FILE}\"\nsha256 = \"{}\"\n\n[model]\nfile = \"{MODEL_FILE}\"\nsha256 = \"{}\"\n",
             hex::encode(Sha256::digest(b"wasm")),
             hex::encode(Sha256::digest(b"onnx")),
         );
+        // A file the manifest does not name stays out of the archive.
+        std::fs::write(dir.path().join(PROFILE_FILE), b"{}").unwrap();
+        if signed {
+            std::fs::write(dir.path().join(METRICS_FILE), b"{}").unwrap();
+            manifest.push_str(&format!(
+                "\n[training.metrics]\nfile = \"{METRICS_FILE}\"\nsha256 = \"{}\"\n",
+                hex::encode(Sha256::digest(b"{}"))
+            ));
+        }
         std::fs::write(dir.path().join(MANIFEST_FILE), manifest).unwrap();
         if signed {
             std::fs::write(dir.path().join(SIGNATURE_FILE), "key_id = \"0\"\n").unwrap();
@@ -268,7 +283,7 @@ mod tests {
             names.sort();
             let mut expected = vec![MANIFEST_FILE, MODEL_FILE, PLUGIN_FILE];
             if signed {
-                expected.push(SIGNATURE_FILE);
+                expected.extend([SIGNATURE_FILE, METRICS_FILE]);
                 expected.sort_unstable();
             }
             assert_eq!(names, expected);

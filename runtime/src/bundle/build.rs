@@ -6,6 +6,8 @@
 //!   Cargo.toml, src/                  preprocess.wasm
 //!   model/model.onnx                  model.onnx
 //!   model/golden.jsonl (samples)      bundle.toml (digests, describe, samples)
+//!   model/metrics.json, profile.json,   the same files, when training wrote them
+//!         trees.json (optional)
 //! ```
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use semver::Version;
 use sha2::{Digest, Sha256};
 
 use super::error::BundleError;
-use super::manifest::{BundleInfo, FileRef, MODEL_FILE, Manifest, PLUGIN_FILE, Sample};
+use super::manifest::{BundleInfo, FileRef, MODEL_FILE, Manifest, PLUGIN_FILE, Sample, TrainingFiles};
 use crate::plugin::PluginHost;
 
 /// How many golden rows become the bundle's smoke-test samples.
@@ -52,6 +54,19 @@ pub fn build(
         std::fs::write(dir.join(name), &bytes).map_err(|error| build_error(format!("{}: {error}", dir.display())))?;
         Ok(hex::encode(Sha256::digest(&bytes)))
     };
+    // The training files travel when training wrote them; each is signed with the rest.
+    let training_file = |name: &str| -> Result<Option<FileRef>, BundleError> {
+        let from = plugin_dir.join("model").join(name);
+        if !from.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(FileRef { file: name.to_owned(), sha256: copy(&from, name)? }))
+    };
+    let training = TrainingFiles {
+        metrics: training_file(super::manifest::METRICS_FILE)?,
+        profile: training_file(super::manifest::PROFILE_FILE)?,
+        trees: training_file(super::manifest::TREES_FILE)?,
+    };
     let manifest = Manifest {
         bundle: BundleInfo {
             name: info.name.clone(),
@@ -64,6 +79,7 @@ pub fn build(
         inputs: info.inputs.clone(),
         outputs: info.outputs.clone(),
         samples: golden_samples(&plugin_dir.join("model").join("golden.jsonl"), samples)?,
+        training,
     };
     manifest.write(&dir)?;
     Ok(dir)

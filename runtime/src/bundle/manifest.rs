@@ -21,6 +21,11 @@
 //! [[samples]]   # smoke tests: a client request and the model's expected raw outputs
 //! request = '{"make": "saab", …}'
 //! expected = { price = [21000.5] }
+//!
+//! [training]    # optional: what training knew, each file signed like the model
+//! metrics = { file = "metrics.json", sha256 = "…" }   # validation metrics
+//! profile = { file = "profile.json", sha256 = "…" }   # feature distributions (drift)
+//! trees = { file = "trees.json", sha256 = "…" }       # the ensemble with covers (explanations)
 //! ```
 
 use std::collections::BTreeMap;
@@ -36,6 +41,12 @@ use crate::plugin::{FieldSpec, OutputSpec};
 pub const MANIFEST_FILE: &str = "bundle.toml";
 pub const PLUGIN_FILE: &str = "preprocess.wasm";
 pub const MODEL_FILE: &str = "model.onnx";
+/// The training's validation metrics, as `train.py` writes them.
+pub const METRICS_FILE: &str = "metrics.json";
+/// The training rows' feature distributions, for drift.
+pub const PROFILE_FILE: &str = "profile.json";
+/// The tree ensemble with node covers, for exact explanations.
+pub const TREES_FILE: &str = "trees.json";
 
 /// Relative tolerance of sample outputs unless a sample says otherwise.
 pub const DEFAULT_TOLERANCE: f64 = 1e-3;
@@ -52,6 +63,40 @@ pub struct Manifest {
     pub outputs: Vec<OutputSpec>,
     #[serde(default)]
     pub samples: Vec<Sample>,
+    #[serde(default, skip_serializing_if = "TrainingFiles::is_empty")]
+    pub training: TrainingFiles,
+}
+
+/// The optional files that carry what training knew. Each has a fixed name (so an archive
+/// holds nothing else) and a digest in the manifest, so the bundle's signature covers it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingFiles {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<FileRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<FileRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<FileRef>,
+}
+
+impl TrainingFiles {
+    /// The fixed file names, in manifest order.
+    pub const NAMES: [&str; 3] = [METRICS_FILE, PROFILE_FILE, TREES_FILE];
+
+    pub fn is_empty(&self) -> bool {
+        self.entries().all(|(_, _, file)| file.is_none())
+    }
+
+    /// (manifest key, the fixed file name, the reference if present).
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, &'static str, Option<&FileRef>)> {
+        [
+            ("training.metrics", METRICS_FILE, self.metrics.as_ref()),
+            ("training.profile", PROFILE_FILE, self.profile.as_ref()),
+            ("training.trees", TREES_FILE, self.trees.as_ref()),
+        ]
+        .into_iter()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,11 +175,13 @@ impl Manifest {
     fn validate(&self) -> Result<(), String> {
         check_bundle_name(&self.bundle.name).map_err(|message| format!("bundle.name {message}"))?;
         for (key, file) in [("plugin", &self.plugin), ("model", &self.model)] {
-            if file.file.is_empty() || file.file.contains('/') || file.file.starts_with('.') {
-                return Err(format!("{key}.file {:?} must be a plain file name inside the bundle", file.file));
-            }
-            if file.sha256.len() != 64 || !file.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("{key}.sha256 must be 64 hex digits"));
+            check_file_ref(key, file)?;
+        }
+        for (key, name, file) in self.training.entries() {
+            let Some(file) = file else { continue };
+            check_file_ref(key, file)?;
+            if file.file != name {
+                return Err(format!("{key}.file must be {name:?}"));
             }
         }
         for (index, sample) in self.samples.iter().enumerate() {
@@ -145,9 +192,14 @@ impl Manifest {
         Ok(())
     }
 
-    /// Checks that the plugin and model files hash to the manifest's digests.
+    /// Every file the manifest names: the plugin, the model and the training files present.
+    pub fn files(&self) -> impl Iterator<Item = &FileRef> {
+        [&self.plugin, &self.model].into_iter().chain(self.training.entries().filter_map(|(_, _, file)| file))
+    }
+
+    /// Checks that every file the manifest names hashes to its digest.
     pub fn verify_files(&self, dir: &Path) -> Result<(), BundleError> {
-        for file in [&self.plugin, &self.model] {
+        for file in self.files() {
             let actual = sha256_file(&dir.join(&file.file))?;
             if !actual.eq_ignore_ascii_case(&file.sha256) {
                 return Err(BundleError::Digest {
@@ -168,6 +220,16 @@ impl Manifest {
     pub fn model_path(&self, dir: &Path) -> PathBuf {
         dir.join(&self.model.file)
     }
+}
+
+fn check_file_ref(key: &str, file: &FileRef) -> Result<(), String> {
+    if file.file.is_empty() || file.file.contains('/') || file.file.starts_with('.') {
+        return Err(format!("{key}.file {:?} must be a plain file name inside the bundle", file.file));
+    }
+    if file.sha256.len() != 64 || !file.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{key}.sha256 must be 64 hex digits"));
+    }
+    Ok(())
 }
 
 /// Hex sha256 of a file's contents.
@@ -198,6 +260,7 @@ mod tests {
                 expected: BTreeMap::from([("price".into(), vec![1.5])]),
                 tolerance: None,
             }],
+            training: TrainingFiles::default(),
         }
     }
 
@@ -230,5 +293,32 @@ mod tests {
         std::fs::write(dir.path().join(MANIFEST_FILE), "[bundle]\nname = \"cars\"\nversion = \"one\"\n").unwrap();
         let error = Manifest::read(dir.path()).unwrap_err().to_string();
         assert!(error.contains("version"), "{error}");
+    }
+
+    #[test]
+    fn training_files_are_verified_and_must_have_their_fixed_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PLUGIN_FILE), b"wasm").unwrap();
+        std::fs::write(dir.path().join(MODEL_FILE), b"onnx").unwrap();
+        std::fs::write(dir.path().join(METRICS_FILE), b"{}").unwrap();
+        let mut with_metrics = manifest();
+        with_metrics.training.metrics =
+            Some(FileRef { file: METRICS_FILE.into(), sha256: hex::encode(Sha256::digest(b"{}")) });
+        with_metrics.write(dir.path()).unwrap();
+        let read = Manifest::read(dir.path()).unwrap();
+        assert_eq!(read, with_metrics);
+        read.verify_files(dir.path()).unwrap();
+
+        std::fs::write(dir.path().join(METRICS_FILE), b"{\"r2\": 1}").unwrap();
+        match read.verify_files(dir.path()) {
+            Err(BundleError::Digest { file, .. }) => assert_eq!(file, METRICS_FILE),
+            other => panic!("expected a digest mismatch, got {other:?}"),
+        }
+
+        let mut renamed = with_metrics.clone();
+        renamed.training.metrics.as_mut().unwrap().file = "other.json".into();
+        renamed.write(dir.path()).unwrap();
+        let error = Manifest::read(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("training.metrics.file must be \"metrics.json\""), "{error}");
     }
 }
