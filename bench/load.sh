@@ -13,6 +13,8 @@
 #   BASELINE=/tmp/forecourt-old bench/load.sh
 #                                 # instead of the token comparison: this checkout's binary
 #                                 # against another build of forecourt, alternating, anonymous
+#   COMPARE=drift bench/load.sh   # instead: the drift window on (the default) against off
+#                                 # ([quality] drift = false), alternating, anonymous
 #
 # Needs the bundles (make bundles); installs wrk from apt when missing.
 set -euo pipefail
@@ -60,8 +62,18 @@ run() {
 : >"$scratch/results"
 first=anonymous second=kiosk-token
 [ -n "${BASELINE:-}" ] && first=this-build second=baseline
+[ "${COMPARE:-}" = drift ] && first=drift-on second=drift-off
 for round in $(seq 1 "$ROUNDS"); do
-  if [ -n "${BASELINE:-}" ]; then
+  if [ "${COMPARE:-}" = drift ]; then
+    # The window is kept unless [quality] drift is off; each goes first every other round.
+    if [ $((round % 2)) = 1 ]; then
+      run "$first" ""
+      FORECOURT_QUALITY__DRIFT=false run "$second" ""
+    else
+      FORECOURT_QUALITY__DRIFT=false run "$second" ""
+      run "$first" ""
+    fi
+  elif [ -n "${BASELINE:-}" ]; then
     # Each goes first every other round: a machine warming up (or cooling) favours neither.
     if [ $((round % 2)) = 1 ]; then
       run "$first" ""

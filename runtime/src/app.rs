@@ -20,6 +20,7 @@ use crate::http::{self, AppState, AuthLayerState, CertificateReloader, DenialAud
 use crate::model::OnnxRuntime;
 use crate::pipeline::Pipeline;
 use crate::plugin::PluginHost;
+use crate::quality::Quality;
 use crate::store::{AuditKind, Store};
 use crate::systemd::Notifier;
 use crate::telemetry::{Metrics, SystemMonitor, record_bundle_versions};
@@ -86,7 +87,8 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
 
     let Parts { onnx, plugins, trusted, workers, listener, metrics, authenticator, tls } = parts;
     let fleet_metrics = metrics.clone();
-    let mut loader = BundleLoader::new(plugins, onnx.clone(), config.server.workers);
+    let mut loader =
+        BundleLoader::new(plugins, onnx.clone(), config.server.workers).with_drift_window(config.quality.window_rows());
     if let Some(keys) = trusted {
         loader = loader.with_trusted_keys(keys);
     }
@@ -99,8 +101,10 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
         config.server.max_batch,
     ));
     let readiness = Arc::new(Readiness::default());
+    let quality = Quality::open(store, Arc::clone(&registry), &config.quality).context("cannot open the outcomes")?;
     let state = AppState {
         pipeline,
+        quality: quality.clone(),
         readiness: Arc::clone(&readiness),
         metrics,
         system: Arc::new(SystemMonitor::new(&config.data_dir)),
@@ -119,6 +123,7 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     tracing::info!(%address, scheme, tokens = authenticator.active_count(), "listening");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stopped_drift = stopped.clone();
     let auth = AuthLayerState {
         authenticator: Arc::clone(&authenticator),
         audit: DenialAudit::new(store.clone(), config.auth.audit_denials_per_sec),
@@ -134,6 +139,9 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     load_bundles(&registry, store, &[&config.bundles.dir, fleet.installed_dir()]).await?;
     fleet.restore(&registry).await?;
     audit_active_versions(&registry, store).await?;
+    let counting = quality.clone();
+    tokio::task::spawn_blocking(move || counting.count_stored()).await?.context("cannot count the stored outcomes")?;
+    tokio::spawn(quality.watch_drift(wait_for(stopped_drift)));
     let fleet = fleet.start(Arc::clone(&registry), store.clone(), fleet_metrics);
     if let Some(running) = &fleet {
         let _ = fleet_health.set(running.health());

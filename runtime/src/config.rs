@@ -19,6 +19,7 @@ use crate::fleet::MqttConfig;
 use crate::http::ServerConfig;
 use crate::model::OnnxRuntimeConfig;
 use crate::plugin::PluginConfig;
+use crate::quality::QualityConfig;
 pub use crate::settings::ConfigError;
 use crate::store::StoreConfig;
 use crate::telemetry::LoggingConfig;
@@ -38,6 +39,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub logging: LoggingConfig,
     pub mqtt: MqttConfig,
+    pub quality: QualityConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             logging: LoggingConfig::default(),
             mqtt: MqttConfig::default(),
+            quality: QualityConfig::default(),
         }
     }
 }
@@ -61,7 +64,7 @@ impl Default for Config {
 /// (others, such as `FORECOURT_ORT_CACHE` for the fetch script, are not).
 const ENV_KEYS: &[&str] = &["data_dir"];
 const ENV_SECTIONS: &[&str] =
-    &["server", "auth", "bundles", "trust", "plugins", "onnxruntime", "store", "logging", "mqtt"];
+    &["server", "auth", "bundles", "trust", "plugins", "onnxruntime", "store", "logging", "mqtt", "quality"];
 
 impl Config {
     /// Defaults, then `file` (which must exist when given), then the environment; validated.
@@ -94,6 +97,7 @@ impl Config {
         self.onnxruntime.validate()?;
         self.store.validate()?;
         self.mqtt.validate()?;
+        self.quality.validate()?;
         Ok(())
     }
 

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     UnknownBundle,
     /// No such route, prediction or record.
     NotFound,
+    /// The request conflicts with what is stored: an outcome recorded already, or one for a
+    /// prediction whose bundle takes none.
+    Conflict,
     /// The route exists, not with this method.
     MethodNotAllowed,
     /// The body exceeds `server.max_body_bytes`.
@@ -46,7 +49,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::InvalidJson,
         Self::InvalidField,
         Self::MissingField,
@@ -54,6 +57,7 @@ impl ErrorCode {
         Self::Forbidden,
         Self::UnknownBundle,
         Self::NotFound,
+        Self::Conflict,
         Self::MethodNotAllowed,
         Self::PayloadTooLarge,
         Self::UnsupportedMediaType,
@@ -75,6 +79,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::UnknownBundle => "unknown_bundle",
             Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

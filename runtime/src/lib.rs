@@ -13,6 +13,7 @@
 //!   store-and-forward telemetry; and the fleet manager's `forecourt fleet` commands.
 //! - [`model`]: the ONNX model host (ONNX Runtime through `ort`): library, sessions, runs.
 //! - [`plugin`]: the WebAssembly plugin host (wasmtime): sandbox, limits, artifact cache.
+//! - [`quality`]: outcomes of predictions and the live accuracy they give each bundle version.
 //! - [`store`]: the durable store (sled): predictions and the audit chain, group-committed.
 //! - [`tensor`]: the tensors plugins produce and models consume.
 //! - [`workers`]: the thread pool that keeps synchronous plugin and model calls off the
@@ -33,6 +34,7 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod plugin;
+pub mod quality;
 pub mod settings;
 pub mod store;
 pub mod systemd;

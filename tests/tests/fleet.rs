@@ -443,6 +443,63 @@ fn a_canary_breaking_its_threshold_is_rolled_back_and_a_healthy_one_promoted() {
 }
 
 #[test]
+fn a_canary_whose_predictions_turn_out_worse_is_rolled_back_on_accuracy() {
+    let broker = Broker::start();
+    let kit = FleetKit::new();
+    let server = kit.appliance(&broker, "kiosk-8", &[]).start();
+    await_online(&broker, "kiosk-8");
+    let progress = broker.subscribe("forecourt/kiosk-8/deployments/+");
+    let telemetry = broker.subscribe("forecourt/kiosk-8/metrics");
+    let gate = ["--canary", "50", "--canary-window", "60s", "--max-accuracy-ratio", "1.5", "--min-outcomes", "10"];
+    let mut pushing = spawn_push(&kit, &broker, &kit.package("1.1.0", Packaging::Signed), "kiosk-8", "judged", &gate);
+    progress
+        .wait_for(WAIT, |m| m.json()["deployment"] == "judged" && m.json()["step"] == "canary")
+        .expect("the canary starts");
+
+    // Cars sell for 2% under the active version's valuations and a third under the
+    // canary's, until the canary is judged on what the outcomes say.
+    let client = server.client();
+    let finished = |subscription: &Subscription| {
+        subscription.received().iter().any(|m| m.json()["deployment"] == "judged" && m.json()["final"] == true)
+    };
+    let mut recorded = std::collections::BTreeMap::<String, u32>::new();
+    while !finished(&progress) {
+        let reply = client.post_json("/v1/predict/car-price", &car());
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let version = reply.json["version"].as_str().unwrap().to_owned();
+        let price = reply.json["outputs"]["price"].as_f64().unwrap();
+        let actual = if version == "1.1.0" { price / 1.5 } else { price / 1.02 };
+        let id = reply.json["prediction_id"].as_str().unwrap();
+        let outcome = client.post_json(&format!("/v1/predictions/{id}/outcome"), &json!({"actual": actual}));
+        assert_eq!(outcome.status, 201, "{outcome:?}");
+        *recorded.entry(version).or_default() += 1;
+        assert!(recorded.values().sum::<u32>() < 2000, "never judged: {recorded:?}");
+    }
+    assert!(!pushing.wait().unwrap().success(), "a rolled-back canary fails the push");
+    let messages = await_outcome(&progress, "judged");
+    assert_eq!(steps(&messages), ["received", "verified", "staged", "loaded", "smoke_tested", "canary", "rolled_back"]);
+    let outcome = messages.last().unwrap().json();
+    assert_eq!(outcome["reason"]["code"], "canary_failed", "{outcome}");
+    assert!(outcome["reason"]["message"].as_str().unwrap().contains("accuracy"), "{outcome}");
+    let judged = &outcome["detail"]["accuracy"];
+    assert!(judged["outcomes"].as_u64().is_some_and(|n| n >= 10), "{outcome}");
+    assert_eq!(judged["baseline"]["source"], "active version, same window", "{outcome}");
+    let (error, baseline) = (judged["error"].as_f64().unwrap(), judged["baseline"]["error"].as_f64().unwrap());
+    assert!((error - 0.5).abs() < 1e-3 && (baseline - 0.02).abs() < 1e-3, "{outcome}");
+    assert_eq!(car_price_versions(&server), ("1.0.0".to_owned(), vec!["1.0.0".to_owned()]));
+
+    // The fleet sees the live accuracy in the device's metrics messages.
+    let live_mape = |message: &Message| {
+        message.json()["samples"].as_array().into_iter().flatten().any(|sample| {
+            sample["name"] == "forecourt_live_mape"
+                && sample["labels"]["version"] == "1.0.0"
+                && sample["value"].as_f64().is_some_and(|value| (value - 0.02).abs() < 1e-3)
+        })
+    };
+    telemetry.wait_for(WAIT, live_mape).expect("the live MAPE reaches the fleet");
+}
+
+#[test]
 fn while_the_broker_is_down_the_appliance_serves_and_queues_then_delivers_everything_in_order() {
     let mut broker = Broker::start();
     let kit = FleetKit::new();
@@ -702,7 +759,8 @@ fn hostile_ids_names_and_versions_touch_nothing_outside_their_folder_and_the_app
     let pushed = push(&kit, &broker, &kit.package("1.1.0", Packaging::Signed), "kiosk-h", "hostile-base", &[]);
     assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
     let before = Untouched::of(&server);
-    assert_eq!(before.installed.len(), 4, "the deployed 1.1.0 is on disk: {before:?}");
+    // bundle.toml, bundle.sig, the plugin, the model, and training's metrics.json and profile.json.
+    assert_eq!(before.installed.len(), 6, "the deployed 1.1.0 is on disk: {before:?}");
     let versions = car_price_versions(&server);
 
     let long = "x".repeat(65);

@@ -1,10 +1,7 @@
 //! /metrics after real traffic: valid Prometheus text (promtool), and the series the
 //! dashboards read.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use forecourt_testkit::{Server, all_bundles, assert_close, ensure_apt, golden};
+use forecourt_testkit::{Server, all_bundles, assert_close, golden, promtool_check};
 use serde_json::json;
 
 /// One sample line: name, labels, value.
@@ -56,7 +53,6 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn metrics_after_traffic_pass_promtool_and_carry_the_documented_series() {
-    ensure_apt("prometheus", "promtool");
     let server = Server::start(&all_bundles());
     let mut prices = Vec::new();
     for row in golden("car-price").iter().take(3) {
@@ -79,22 +75,7 @@ fn metrics_after_traffic_pass_promtool_and_carry_the_documented_series() {
     assert!(reply.header("content-type").is_some_and(|t| t.starts_with("text/plain")), "{:?}", reply.headers);
     let text = reply.text;
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).expect("promtool reads stdin");
-    let checked = promtool.wait_with_output().expect("promtool finishes");
-    let report = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
-    eprintln!("promtool check metrics: {}\n{report}", checked.status);
-    assert!(
-        checked.status.success(),
-        "promtool check metrics failed ({}):\n{report}\n--- /metrics ---\n{text}",
-        checked.status
-    );
+    promtool_check(&text);
 
     let samples = parse(&text);
     assert!(text.contains("# TYPE forecourt_requests_total counter"), "{text}");

@@ -21,6 +21,7 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the repo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "training"))
 import common  # noqa: E402  (first: pins threads before numpy is imported)
 
+import feature_profile  # noqa: E402
 import numpy as np  # noqa: E402
 
 NAME = "iris"
@@ -142,6 +143,9 @@ def main() -> None:
         **common.common_sections(len(y_train), len(y_test), golden_stats),
     }
     common.write_json(paths["metrics"], metrics)
+    profile = feature_profile.write(paths["onnx"].with_name("profile.json"),
+                                    feature_profile.profile(FEATURES, [], X_train))
+    print(f"[{NAME}] profile.json: {profile}")
     common.report(NAME, paths, clock.lap(), {"test": {k: metrics["metrics"]["test"][k] for k in ("accuracy", "f1_macro")}})
 
 

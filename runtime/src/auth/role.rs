@@ -35,7 +35,7 @@ impl Role {
             (self, permission),
             (_, P::Open)
                 | (Self::Admin, _)
-                | (Self::Kiosk, P::Predict | P::Describe | P::ReadOwnPrediction)
+                | (Self::Kiosk, P::Predict | P::Describe | P::ReadOwnPrediction | P::RecordOutcome)
                 | (Self::Viewer, P::Describe | P::ReadOwnPrediction | P::ReadPredictions | P::Inspect)
                 | (Self::Metrics, P::Metrics)
         )
@@ -73,6 +73,9 @@ pub enum Permission {
     ReadOwnPrediction,
     /// Read any stored prediction.
     ReadPredictions,
+    /// Record what really happened to a prediction the caller made itself (kiosks); admins
+    /// to any.
+    RecordOutcome,
     /// The audit trail and detailed health.
     Inspect,
     /// The Prometheus exposition.
@@ -101,6 +104,7 @@ mod tests {
         expect(P::Describe, &[Role::Kiosk, Role::Viewer, Role::Admin]);
         expect(P::ReadOwnPrediction, &[Role::Kiosk, Role::Viewer, Role::Admin]);
         expect(P::ReadPredictions, &[Role::Viewer, Role::Admin]);
+        expect(P::RecordOutcome, &[Role::Kiosk, Role::Admin]);
         expect(P::Inspect, &[Role::Viewer, Role::Admin]);
         expect(P::Metrics, &[Role::Admin, Role::Metrics]);
         expect(P::Admin, &[Role::Admin]);

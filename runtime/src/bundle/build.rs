@@ -6,6 +6,7 @@
 //!   Cargo.toml, src/                  preprocess.wasm
 //!   model/model.onnx                  model.onnx
 //!   model/golden.jsonl (samples)      bundle.toml (digests, describe, samples)
+//!   model/outcome.toml (optional)     bundle.toml's [outcome]
 //!   model/metrics.json, profile.json,   the same files, when training wrote them
 //!         trees.json (optional)
 //! ```
@@ -18,7 +19,9 @@ use semver::Version;
 use sha2::{Digest, Sha256};
 
 use super::error::BundleError;
-use super::manifest::{BundleInfo, FileRef, MODEL_FILE, Manifest, PLUGIN_FILE, Sample, TrainingFiles};
+use super::manifest::{
+    BundleInfo, FileRef, MODEL_FILE, Manifest, OUTCOME_FILE, OutcomeSpec, PLUGIN_FILE, Sample, TrainingFiles,
+};
 use crate::plugin::PluginHost;
 
 /// How many golden rows become the bundle's smoke-test samples.
@@ -79,9 +82,13 @@ pub fn build(
         inputs: info.inputs.clone(),
         outputs: info.outputs.clone(),
         samples: golden_samples(&plugin_dir.join("model").join("golden.jsonl"), samples)?,
+        outcome: outcome_spec(&plugin_dir.join("model").join(OUTCOME_FILE))?,
+        drift: None,
         training,
     };
     manifest.write(&dir)?;
+    // Read back as a loader reads it: an outcome.toml that breaks a rule fails the build.
+    Manifest::read(&dir)?;
     Ok(dir)
 }
 
@@ -113,6 +120,13 @@ fn compile_plugin(plugin_dir: &Path, target_dir: Option<&Path>) -> Result<PathBu
         .filter_map(|file| file.as_str().map(PathBuf::from))
         .find(|file| file.extension().is_some_and(|ext| ext == "wasm"))
         .ok_or_else(|| build_error("cargo built no .wasm component; is the crate a cdylib?"))
+}
+
+/// `model/outcome.toml`, the bundle's `[outcome]` (none if the file is absent; checked when
+/// the manifest is read back).
+fn outcome_spec(path: &Path) -> Result<Option<OutcomeSpec>, BundleError> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
+    toml::from_str(&text).map(Some).map_err(|error| build_error(format!("{}: {error}", path.display())))
 }
 
 /// The first `count` rows of golden.jsonl as samples (none if the file is absent).

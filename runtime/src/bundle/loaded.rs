@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use semver::Version;
 use serde_json::{Map, Value};
 
+use super::accuracy::VersionAccuracy;
 use super::error::{BundleError, InferenceError};
 use super::manifest::{DEFAULT_TOLERANCE, MANIFEST_FILE, Manifest};
+use super::profile::{DriftWindow, MAX_PROFILE_BYTES, Profile};
 use super::signature::TrustedKeys;
 use super::stats::VersionStats;
 use crate::model::{Model, ModelError, OnnxRuntime};
@@ -23,18 +25,27 @@ pub struct BundleLoader {
     sessions_per_model: usize,
     /// When set, only bundles signed by one of these keys load.
     trusted: Option<Arc<TrustedKeys>>,
+    /// Rows of each version's drift window; none kept when zero (drift off).
+    drift_window: usize,
 }
 
 impl BundleLoader {
     /// `sessions_per_model`: how many runs of one model may proceed at once (the workers).
     pub fn new(plugins: Arc<PluginHost>, onnx: OnnxRuntime, sessions_per_model: usize) -> Self {
-        Self { plugins, onnx, sessions_per_model, trusted: None }
+        Self { plugins, onnx, sessions_per_model, trusted: None, drift_window: 0 }
     }
 
     /// Requires every bundle to carry a `bundle.sig` by one of `keys`, verified over the
     /// exact bytes of its `bundle.toml` before anything else of it is read.
     pub fn with_trusted_keys(mut self, keys: TrustedKeys) -> Self {
         self.trusted = Some(Arc::new(keys));
+        self
+    }
+
+    /// Keeps a window of `rows` requests' features for each version whose bundle carries a
+    /// training profile (drift); zero keeps none.
+    pub fn with_drift_window(mut self, rows: usize) -> Self {
+        self.drift_window = rows;
         self
     }
 
@@ -91,9 +102,37 @@ impl BundleLoader {
         })?;
         let model = Model::load(&self.onnx, &manifest.model_path(&dir), self.sessions_per_model)
             .map_err(|source| BundleError::Model { name: name.clone(), version: version.clone(), source })?;
-        let bundle = Bundle { manifest, dir, plugin, model, signed_by, stats: VersionStats::default() };
+        let accuracy = VersionAccuracy::new(manifest.outcome.as_ref());
+        let drift = self.drift_window(&manifest, &dir, &model).map_err(|reason| BundleError::Check {
+            name: name.clone(),
+            version: version.clone(),
+            reason,
+        })?;
+        let bundle =
+            Bundle { manifest, dir, plugin, model, signed_by, stats: VersionStats::default(), accuracy, drift };
         bundle.check_interface().map_err(|reason| BundleError::Check { name, version, reason })?;
         Ok(bundle)
+    }
+}
+
+impl BundleLoader {
+    /// The drift window of a bundle that carries a training profile (when drift is on).
+    fn drift_window(&self, manifest: &Manifest, dir: &Path, model: &Model) -> Result<Option<DriftWindow>, String> {
+        let Some(file) = manifest.training.profile.as_ref().filter(|_| self.drift_window > 0) else { return Ok(None) };
+        let path = dir.join(&file.file);
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(std::fs::File::open(&path).map_err(|e| e.to_string())?, MAX_PROFILE_BYTES),
+            &mut text,
+        )
+        .map_err(|error| format!("{}: {error}", file.file))?;
+        let width = |input: &str| {
+            let spec = model.inputs().iter().find(|spec| spec.name == input)?;
+            let width = *spec.shape.get(1)?;
+            (spec.element_type == crate::model::ElementType::Float32 && width > 0).then_some(width as usize)
+        };
+        let profile = Profile::parse(&text, width).map_err(|reason| format!("{}: {reason}", file.file))?;
+        Ok(Some(DriftWindow::new(profile, self.drift_window)))
     }
 }
 
@@ -131,6 +170,10 @@ pub struct Bundle {
     signed_by: Option<String>,
     /// Outcomes of the requests served by this version (a canary is judged on them).
     stats: VersionStats,
+    /// How right its predictions turned out, as outcomes are recorded.
+    accuracy: VersionAccuracy,
+    /// The latest features it fed its model, when the bundle carries a training profile.
+    drift: Option<DriftWindow>,
 }
 
 /// One answered request.
@@ -179,6 +222,12 @@ impl Bundle {
     /// One request through a fresh plugin instance (preprocess and postprocess) and one
     /// model run.
     pub fn infer(&self, request: &str) -> Result<Inference, InferenceError> {
+        self.infer_counted(request, true)
+    }
+
+    /// [`infer`](Self::infer); `traffic`: whether the request is a client's, counted into
+    /// the drift window (the smoke test's samples are not).
+    fn infer_counted(&self, request: &str, traffic: bool) -> Result<Inference, InferenceError> {
         let started = Instant::now();
         let mut instance = self.plugin.instantiate()?;
         let tensors = instance.preprocess(request)?;
@@ -186,6 +235,10 @@ impl Bundle {
         let run_started = Instant::now();
         let outputs = self.model.run(&tensors)?;
         let inference_time = run_started.elapsed();
+        // Only what the model took counts as fed to it.
+        if let Some(drift) = self.drift.as_ref().filter(|_| traffic) {
+            drift.observe(&tensors);
+        }
         let post_started = Instant::now();
         let response = match instance.postprocess(request, &outputs)? {
             Some(response) => response,
@@ -244,6 +297,9 @@ impl Bundle {
     fn prepare(&self, request: &str) -> Result<Vec<Tensor>, InferenceError> {
         let tensors = self.plugin.preprocess(request)?;
         self.model.check_inputs(&tensors)?;
+        if let Some(drift) = &self.drift {
+            drift.observe(&tensors);
+        }
         Ok(tensors)
     }
 
@@ -270,6 +326,16 @@ impl Bundle {
     /// Requests served by this version, for judging a canary.
     pub fn stats(&self) -> &VersionStats {
         &self.stats
+    }
+
+    /// The live accuracy of this version's predictions, from the outcomes recorded so far.
+    pub fn accuracy(&self) -> &VersionAccuracy {
+        &self.accuracy
+    }
+
+    /// The features this version fed its model lately, against its training profile.
+    pub fn drift(&self) -> Option<&DriftWindow> {
+        self.drift.as_ref()
     }
 
     /// The manifest's inputs against the plugin's own description.
@@ -299,7 +365,7 @@ impl Bundle {
             self.model
                 .check_inputs(&tensors)
                 .map_err(|e| format!("sample {index}: the plugin's output does not fit the model: {e}"))?;
-            let inference = self.infer(&sample.request).map_err(|e| format!("sample {index}: {e}"))?;
+            let inference = self.infer_counted(&sample.request, false).map_err(|e| format!("sample {index}: {e}"))?;
             let tolerance = sample.tolerance.unwrap_or(DEFAULT_TOLERANCE);
             for (name, expected) in &sample.expected {
                 let output = inference

@@ -22,6 +22,12 @@
 //! request = '{"make": "saab", …}'
 //! expected = { price = [21000.5] }
 //!
+//! [outcome]     # optional: what an outcome (the truth, learnt later) is compared with
+//! field = "price"                 # the response field that predicts it
+//! kind = "regression"             # with minimum and maximum; or "classification"
+//! minimum = 0.0                   #   with classes = ["setosa", …]
+//! maximum = 1000000.0
+//!
 //! [training]    # optional: what training knew, each file signed like the model
 //! metrics = { file = "metrics.json", sha256 = "…" }   # validation metrics
 //! profile = { file = "profile.json", sha256 = "…" }   # feature distributions (drift)
@@ -63,8 +69,103 @@ pub struct Manifest {
     pub outputs: Vec<OutputSpec>,
     #[serde(default)]
     pub samples: Vec<Sample>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeSpec>,
+    /// When a feature's drift is a warning or an alert (with a training profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftThresholds>,
     #[serde(default, skip_serializing_if = "TrainingFiles::is_empty")]
     pub training: TrainingFiles,
+}
+
+/// `[drift]`: the population stability index (PSI) of a feature against its training
+/// profile at which its drift is a warning, and an alert. The defaults are the usual rule of
+/// thumb: below 0.1 no real change, 0.1 to 0.25 a moderate one, above 0.25 a large one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DriftThresholds {
+    #[serde(default = "DriftThresholds::default_warn")]
+    pub warn_psi: f64,
+    #[serde(default = "DriftThresholds::default_alert")]
+    pub alert_psi: f64,
+}
+
+impl DriftThresholds {
+    fn default_warn() -> f64 {
+        0.1
+    }
+    fn default_alert() -> f64 {
+        0.25
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(self.warn_psi > 0.0 && self.warn_psi < self.alert_psi && self.alert_psi <= 100.0) {
+            return Err("drift.warn_psi and drift.alert_psi must satisfy 0 < warn_psi < alert_psi <= 100".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for DriftThresholds {
+    fn default() -> Self {
+        Self { warn_psi: Self::default_warn(), alert_psi: Self::default_alert() }
+    }
+}
+
+/// Where `bundle build` finds the `[outcome]` section: beside the model, written by whoever
+/// knows what the model predicts.
+pub const OUTCOME_FILE: &str = "outcome.toml";
+
+/// What an outcome of this bundle's predictions is: the response field that predicted it,
+/// and the values it may take. Outcomes are checked against it before they are stored.
+// No `deny_unknown_fields` here: serde refuses it beside `flatten`; the kind's variants
+// refuse unknown keys instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutcomeSpec {
+    /// The field of the bundle's response (its `outputs`) that an outcome is compared with.
+    pub field: String,
+    #[serde(flatten)]
+    pub kind: OutcomeKind,
+}
+
+/// Most classes a classification outcome may name (each is a metric label).
+pub const MAX_OUTCOME_CLASSES: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutcomeKind {
+    /// A number between `minimum` and `maximum` (a price).
+    Regression { minimum: f64, maximum: f64 },
+    /// One of `classes` (a species).
+    Classification { classes: Vec<String> },
+}
+
+impl OutcomeSpec {
+    fn validate(&self) -> Result<(), String> {
+        let plain = |text: &str| {
+            !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if !plain(&self.field) {
+            return Err("outcome.field must be 1 to 64 letters, digits, '-', '_' or '.'".into());
+        }
+        match &self.kind {
+            OutcomeKind::Regression { minimum, maximum } => {
+                if !(minimum.is_finite() && maximum.is_finite() && minimum < maximum) {
+                    return Err("outcome.minimum and outcome.maximum must be finite, minimum below maximum".into());
+                }
+            }
+            OutcomeKind::Classification { classes } => {
+                let distinct: std::collections::BTreeSet<_> = classes.iter().collect();
+                if classes.is_empty() || classes.len() > MAX_OUTCOME_CLASSES || distinct.len() != classes.len() {
+                    return Err(format!("outcome.classes must be 1 to {MAX_OUTCOME_CLASSES} distinct names"));
+                }
+                if !classes.iter().all(|class| plain(class)) {
+                    return Err("outcome.classes must each be 1 to 64 letters, digits, '-', '_' or '.'".into());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The optional files that carry what training knew. Each has a fixed name (so an archive
@@ -184,6 +285,12 @@ impl Manifest {
                 return Err(format!("{key}.file must be {name:?}"));
             }
         }
+        if let Some(outcome) = &self.outcome {
+            outcome.validate()?;
+        }
+        if let Some(drift) = &self.drift {
+            drift.validate()?;
+        }
         for (index, sample) in self.samples.iter().enumerate() {
             if serde_json::from_str::<serde_json::Value>(&sample.request).is_err() {
                 return Err(format!("samples[{index}].request is not JSON"));
@@ -260,6 +367,8 @@ mod tests {
                 expected: BTreeMap::from([("price".into(), vec![1.5])]),
                 tolerance: None,
             }],
+            outcome: None,
+            drift: None,
             training: TrainingFiles::default(),
         }
     }
@@ -293,6 +402,38 @@ mod tests {
         std::fs::write(dir.path().join(MANIFEST_FILE), "[bundle]\nname = \"cars\"\nversion = \"one\"\n").unwrap();
         let error = Manifest::read(dir.path()).unwrap_err().to_string();
         assert!(error.contains("version"), "{error}");
+    }
+
+    #[test]
+    fn an_outcome_spec_round_trips_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut priced = manifest();
+        priced.outcome =
+            Some(OutcomeSpec { field: "price".into(), kind: OutcomeKind::Regression { minimum: 0.0, maximum: 1e6 } });
+        priced.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("[outcome]\nfield = \"price\"\nkind = \"regression\""), "{text}");
+        assert_eq!(Manifest::read(dir.path()).unwrap(), priced);
+
+        let refused = |kind: OutcomeKind, rule: &str| {
+            let mut bad = manifest();
+            bad.outcome = Some(OutcomeSpec { field: "class".into(), kind });
+            bad.write(dir.path()).unwrap();
+            let error = Manifest::read(dir.path()).unwrap_err().to_string();
+            assert!(error.contains(rule), "{error}");
+        };
+        refused(OutcomeKind::Regression { minimum: 5.0, maximum: 5.0 }, "minimum below maximum");
+        refused(OutcomeKind::Regression { minimum: f64::NEG_INFINITY, maximum: 5.0 }, "finite");
+        refused(OutcomeKind::Classification { classes: vec![] }, "distinct names");
+        refused(OutcomeKind::Classification { classes: vec!["a".into(), "a".into()] }, "distinct names");
+        refused(OutcomeKind::Classification { classes: vec!["a b".into()] }, "letters, digits");
+
+        let misspelt = "[outcome]\nfield = \"price\"\nkind = \"regression\"\nminimum = 0.0\nmaximun = 5.0\n";
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        let start = text.find("[outcome]").unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), format!("{}{misspelt}", &text[..start])).unwrap();
+        let error = Manifest::read(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("maximun"), "{error}");
     }
 
     #[test]

@@ -9,24 +9,33 @@
 //! - [`build`]: `forecourt bundle build`, assembling a bundle from a plugin folder.
 //! - [`signature`]: ed25519 keys, `bundle.sig`, and the trusted keys the loader checks.
 //! - [`archive`]: the `.fcb` transport file (`forecourt bundle pack` / `unpack`).
+//! - [`VersionStats`] and [`VersionAccuracy`]: what a version's requests and the outcomes
+//!   of its predictions came to.
 //!
 //! This module knows nothing of HTTP, the store or the worker pool: callers run its
 //! synchronous calls where they see fit.
 
+mod accuracy;
 pub mod archive;
 pub mod build;
 mod config;
 mod error;
 mod loaded;
 mod manifest;
+mod profile;
 mod registry;
 pub mod signature;
 mod stats;
 
+pub use accuracy::{AccuracyReport, ConfusionMatrix, Counts, Figures, Point, RECENT_OUTCOMES, VersionAccuracy};
 pub use config::{BundlesConfig, TrustConfig};
 pub use error::{BundleError, InferenceError};
 pub use loaded::{Bundle, BundleLoader, Inference, Verified, default_response};
-pub use manifest::{MANIFEST_FILE, MAX_BUNDLE_NAME_LEN, MODEL_FILE, Manifest, PLUGIN_FILE, Sample, check_bundle_name};
+pub use manifest::{
+    DriftThresholds, MANIFEST_FILE, MAX_BUNDLE_NAME_LEN, MODEL_FILE, Manifest, OutcomeKind, OutcomeSpec, PLUGIN_FILE,
+    Sample, check_bundle_name,
+};
+pub use profile::{DriftWindow, Feature, Profile, WindowCounts};
 pub use registry::{BundleSummary, CanarySummary, LoadReport, Registry};
 pub use signature::{SIGNATURE_FILE, TrustedKeys};
 pub use stats::{StatsSnapshot, VersionStats};

@@ -23,7 +23,9 @@ use crate::fleet::manager::{
     BundleFile, Credentials, DEFAULT_SETTLE, DEFAULT_VALID_FOR, DeviceOutcome, FleetManager, ManagerError, Observation,
     Outcome, PushOptions, Target, classify,
 };
-use crate::fleet::messages::{BundleName, CanaryPolicy, DeploymentId, History, Progress, Reason, Status, Step};
+use crate::fleet::messages::{
+    AccuracyGate, BundleName, CanaryPolicy, DeploymentId, History, Progress, Reason, Status, Step,
+};
 use crate::fleet::signed;
 
 /// Where the broker password comes from when `--password-file` is not given: never from
@@ -206,6 +208,14 @@ pub struct CanaryArgs {
     /// Requests the canary must have seen before it is judged [default: 0].
     #[arg(long, value_name = "N", requires = "canary")]
     pub min_requests: Option<u64>,
+    /// Judge the canary on live accuracy too: roll it back when its error over the window
+    /// (MAPE, or 1 - accuracy) exceeds RATIO times the active version's (e.g. 1.1).
+    #[arg(long, value_name = "RATIO", requires = "canary")]
+    pub max_accuracy_ratio: Option<f64>,
+    /// Outcomes of the canary's predictions needed before its accuracy is judged, and
+    /// for promotion [default: 20; with --max-accuracy-ratio].
+    #[arg(long, value_name = "N", requires = "max_accuracy_ratio")]
+    pub min_outcomes: Option<u64>,
 }
 
 impl CanaryArgs {
@@ -216,6 +226,10 @@ impl CanaryArgs {
             max_error_rate: self.max_error_rate.unwrap_or(defaults.max_error_rate),
             max_p99_ms: self.max_p99_ms.unwrap_or(defaults.max_p99_ms),
             min_requests: self.min_requests.unwrap_or(defaults.min_requests),
+            accuracy: self.max_accuracy_ratio.map(|max_error_ratio| {
+                let gate = AccuracyGate::default();
+                AccuracyGate { max_error_ratio, min_outcomes: self.min_outcomes.unwrap_or(gate.min_outcomes) }
+            }),
             ..defaults
         })
     }

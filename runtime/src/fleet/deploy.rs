@@ -22,13 +22,16 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 
+use super::canary::{self, AccuracyVerdict, Baselines};
 use super::error::DeployError;
-use super::messages::{Action, BundleSource, CanaryPolicy, DeploymentId, Progress, Reason, ReasonCode, Request, Step};
+use super::messages::{
+    AccuracyGate, Action, BundleSource, CanaryPolicy, DeploymentId, Progress, Reason, ReasonCode, Request, Step,
+};
 use super::outbox::{Kind, Outbox, Queued};
 use super::signed::{self, Refusal};
 use super::state::{DeploymentRecord, Dirs, FleetState, Preference, Retention};
 use super::topics::Topics;
-use crate::bundle::{Bundle, Registry, archive};
+use crate::bundle::{Bundle, Counts, Registry, archive};
 use crate::store::{AuditKind, Store};
 use crate::telemetry::{names, record_bundle_versions};
 
@@ -328,6 +331,9 @@ impl Deployer {
         stop: Arc<Notify>,
     ) {
         let started = bundle.stats().snapshot();
+        // The active version the canary is compared with, and both versions' outcomes so far.
+        let active = self.context.registry.active(&name);
+        let outcomes_before = (bundle.accuracy().counts(), active.as_ref().map(|active| active.accuracy().counts()));
         let deadline = Instant::now() + Duration::from_secs(policy.window_secs);
         let verdict = loop {
             tokio::select! {
@@ -335,12 +341,17 @@ impl Deployer {
                 () = tokio::time::sleep(CANARY_CHECK_INTERVAL) => {}
             }
             let window = bundle.stats().snapshot().since(&started);
-            let figures = json!({
+            let mut figures = json!({
                 "requests": window.requests,
                 "failures": window.failures,
                 "error_rate": window.error_rate(),
                 "p99_ms": window.p99_ms(),
                 "thresholds": {"max_error_rate": policy.max_error_rate, "max_p99_ms": policy.max_p99_ms, "min_requests": policy.min_requests},
+            });
+            let accuracy = policy.accuracy.as_ref().map(|gate| {
+                let (verdict, judged) = judge_accuracy(gate, &bundle, active.as_deref(), &outcomes_before);
+                figures["accuracy"] = judged;
+                verdict
             });
             let judged = window.requests > 0 && window.requests >= policy.min_requests;
             if judged && window.error_rate() > policy.max_error_rate {
@@ -349,14 +360,19 @@ impl Deployer {
             if judged && window.p99_ms() > policy.max_p99_ms {
                 break Err((format!("p99 latency {} ms over {} ms", window.p99_ms(), policy.max_p99_ms), figures));
             }
+            if let Some(AccuracyVerdict::Worse(reason)) = &accuracy {
+                break Err((format!("accuracy: {reason}"), figures));
+            }
             if Instant::now() >= deadline {
-                break if window.requests >= policy.min_requests {
-                    Ok(figures)
-                } else {
+                break if window.requests < policy.min_requests {
                     Err((
                         format!("only {} requests in the window, {} needed", window.requests, policy.min_requests),
                         figures,
                     ))
+                } else if accuracy == Some(AccuracyVerdict::Pending) {
+                    Err(("not enough outcomes in the window to judge its accuracy".to_owned(), figures))
+                } else {
+                    Ok(figures)
                 };
             }
         };
@@ -726,6 +742,28 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|error| DeployError::Internal(format!("a deployment step panicked: {error}")))
+}
+
+/// The accuracy part of a canary's verdict: its outcomes since the canary started against
+/// the active version's (`before`: both versions' counts when it started).
+fn judge_accuracy(
+    gate: &AccuracyGate,
+    canary: &Bundle,
+    active: Option<&Bundle>,
+    before: &(Counts, Option<Counts>),
+) -> (AccuracyVerdict, serde_json::Value) {
+    let canary_window = canary.accuracy().counts().since(&before.0);
+    let baselines = match active {
+        Some(active) => {
+            let now = active.accuracy().counts();
+            let window = before.1.as_ref().map_or_else(|| now.clone(), |earlier| now.since(earlier));
+            let training = crate::quality::training_figures(active)
+                .and_then(|figures| figures.mape.or(figures.accuracy.map(|accuracy| 1.0 - accuracy)));
+            Baselines { window, since_loaded: now, training }
+        }
+        None => Baselines { window: Counts::default(), since_loaded: Counts::default(), training: None },
+    };
+    canary::judge(gate, &canary_window, &baselines)
 }
 
 #[cfg(test)]

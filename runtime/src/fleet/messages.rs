@@ -250,6 +250,56 @@ pub struct CanaryPolicy {
     /// the end of the window needs them too.
     #[serde(default)]
     pub min_requests: u64,
+    /// Judge the canary on live accuracy too (from the outcomes recorded for its predictions
+    /// during the window), since that is what a model change is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<AccuracyGate>,
+}
+
+/// A canary's accuracy threshold. Its error over the window (the mean absolute percentage
+/// error of a regression, 1 - accuracy of a classifier) must stay within `max_error_ratio`
+/// times the active version's: over the same window when that has `min_outcomes`, else
+/// over everything since the active version loaded, else training's held-out figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccuracyGate {
+    /// Outcomes of the canary's predictions needed before it is judged; promotion at the end
+    /// of the window needs them too.
+    #[serde(default = "AccuracyGate::default_min_outcomes")]
+    pub min_outcomes: u64,
+    #[serde(default = "AccuracyGate::default_max_error_ratio")]
+    pub max_error_ratio: f64,
+}
+
+impl AccuracyGate {
+    fn default_min_outcomes() -> u64 {
+        20
+    }
+    fn default_max_error_ratio() -> f64 {
+        1.1
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=1_000_000).contains(&self.min_outcomes) {
+            return Err(format!(
+                "`canary.accuracy.min_outcomes`: must be between 1 and 1000000, not {}",
+                self.min_outcomes
+            ));
+        }
+        if !(self.max_error_ratio.is_finite() && (1.0..=100.0).contains(&self.max_error_ratio)) {
+            return Err(format!(
+                "`canary.accuracy.max_error_ratio`: must be between 1 and 100, not {}",
+                self.max_error_ratio
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for AccuracyGate {
+    fn default() -> Self {
+        Self { min_outcomes: Self::default_min_outcomes(), max_error_ratio: Self::default_max_error_ratio() }
+    }
 }
 
 impl CanaryPolicy {
@@ -271,6 +321,7 @@ impl CanaryPolicy {
             max_error_rate: Self::default_max_error_rate(),
             max_p99_ms: Self::default_max_p99_ms(),
             min_requests: 0,
+            accuracy: None,
         }
     }
 
@@ -287,7 +338,7 @@ impl CanaryPolicy {
         if !(self.max_p99_ms.is_finite() && self.max_p99_ms > 0.0) {
             return Err(format!("`canary.max_p99_ms`: must be a positive number, not {}", self.max_p99_ms));
         }
-        Ok(())
+        self.accuracy.as_ref().map_or(Ok(()), AccuracyGate::validate)
     }
 }
 

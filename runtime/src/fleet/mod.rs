@@ -10,6 +10,7 @@
 //! - [`signed`]: the signed envelope every request comes in (target, expiry, key).
 //! - [`link`]: the rumqttc connection: Last Will, persistent session, backoff, publishing
 //!   confirmed by PUBACK.
+//! - [`canary`]: how a canary is judged on live accuracy.
 //! - [`deploy`]: carries a request through its steps to one outcome; [`error`] maps every
 //!   failure to the outcome's reason code, in one place.
 //! - [`state`]: deployment records and each bundle's preferred version, in the store's
@@ -21,6 +22,7 @@
 //! public APIs, and neither knows of it; it knows nothing of HTTP.
 
 pub mod agent;
+pub mod canary;
 pub mod config;
 pub mod deploy;
 pub mod error;

@@ -14,6 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, echo};
 use crate::auth::Permission;
 use crate::bundle::BundleSummary;
+use crate::quality::StoredOutcome;
 use crate::store::{AuditRecord, AuditReport, PredictionRecord, StoreStats, VerifyRange};
 use crate::telemetry::SystemFigures;
 
@@ -170,7 +171,7 @@ pub async fn bundle(State(state): State<AppState>, Path(name): Path<String>) -> 
     get, path = "/v1/predictions/{id}", tag = "predictions",
     params(("id" = uuid::Uuid, Path, description = "The prediction id")),
     responses(
-        (status = 200, body = Object, description = "The stored record: time, bundle, version, digests, input, outputs, latency"),
+        (status = 200, body = Object, description = "The stored record: time, bundle, version, digests, input, outputs, latency, and `outcome` once one was recorded"),
         (status = 404, description = "No such prediction (or another token's)", body = super::error::ErrorBody),
         (status = 422, description = "Not a prediction id (`invalid_field` on id)", body = super::error::ErrorBody),
         (status = 500, description = "The store could not be read", body = super::error::ErrorBody)
@@ -180,19 +181,40 @@ pub async fn prediction(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<PredictionRecord>, ApiError> {
-    // Checked before use, and never echoed: a path can be as long as a client likes.
-    let id = uuid::Uuid::parse_str(&id).map_err(|_| {
-        ApiError::invalid_field("id", "`id` must be a prediction id: the UUID of prediction_id or x-request-id")
-    })?;
+) -> Result<Json<StoredPrediction>, ApiError> {
+    let id = prediction_id(&id)?;
     let record = state.pipeline.store().prediction(id).map_err(internal)?;
-    // A kiosk reads back only what it asked for itself; to it, another's prediction is as
-    // absent as one never made.
-    let readable = |record: &PredictionRecord| match caller.principal() {
+    let record = record
+        .filter(|record| may_read(&caller, record))
+        .ok_or_else(|| ApiError::not_found(format!("no prediction {id}")))?;
+    let outcome = state.quality.outcome(id)?;
+    Ok(Json(StoredPrediction { record, outcome }))
+}
+
+/// A stored prediction and, once one was recorded, its outcome.
+#[derive(Debug, Serialize)]
+pub struct StoredPrediction {
+    #[serde(flatten)]
+    record: PredictionRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<StoredOutcome>,
+}
+
+/// The `{id}` of a /v1/predictions path, checked before use and never echoed: a path can be
+/// as long as a client likes.
+pub(super) fn prediction_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(id).map_err(|_| {
+        ApiError::invalid_field("id", "`id` must be a prediction id: the UUID of prediction_id or x-request-id")
+    })
+}
+
+/// Whether `caller` may see `record`: a kiosk sees only what it asked for itself; to it,
+/// another's prediction is as absent as one never made.
+pub(super) fn may_read(caller: &Caller, record: &PredictionRecord) -> bool {
+    match caller.principal() {
         Some(principal) if principal.may(Permission::ReadPredictions) => true,
         _ => caller.token_id().is_some_and(|token| record.token_id.as_deref() == Some(token.as_str())),
-    };
-    record.filter(readable).map(Json).ok_or_else(|| ApiError::not_found(format!("no prediction {id}")))
+    }
 }
 
 #[derive(Debug, Default, utoipa::IntoParams)]

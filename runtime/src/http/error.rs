@@ -15,6 +15,7 @@ use super::request_context::current_request_id;
 use crate::bundle::InferenceError;
 use crate::error_code::ErrorCode;
 use crate::pipeline::{PipelineError, inference_code};
+use crate::quality::QualityError;
 
 /// An error response of the /v1 API. Its status follows from its code ([`status_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,7 @@ pub const fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::UnknownBundle | ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -175,6 +177,24 @@ impl From<PipelineError> for ApiError {
                 Self::new(code, error.to_string())
             }
             _ => Self::new(code, error.to_string()),
+        }
+    }
+}
+
+impl From<QualityError> for ApiError {
+    fn from(error: QualityError) -> Self {
+        let message = error.to_string();
+        match error {
+            QualityError::UnknownPrediction { .. } => Self::not_found(message),
+            QualityError::UnknownBundle { .. } => Self::new(ErrorCode::UnknownBundle, message),
+            QualityError::Invalid { .. } => Self::invalid_field("actual", message),
+            QualityError::AlreadyRecorded { .. } | QualityError::NotJudgeable { .. } => {
+                Self::new(ErrorCode::Conflict, message)
+            }
+            QualityError::Store(_) | QualityError::Corrupt { .. } => {
+                tracing::error!(%error, "an outcome could not be read or written");
+                Self::internal(message)
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ mod openapi;
 mod overview;
 mod pages;
 mod predict;
+mod quality;
 mod request_context;
 mod server;
 mod static_files;
@@ -88,6 +89,8 @@ impl Readiness {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pipeline: Arc<Pipeline>,
+    /// Outcomes and live accuracy.
+    pub quality: crate::quality::Quality,
     pub readiness: Arc<Readiness>,
     pub metrics: Metrics,
     pub system: Arc<SystemMonitor>,
@@ -126,6 +129,9 @@ fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
         ("/v1/bundles", P::Describe, get(admin::bundles)),
         ("/v1/bundles/{name}", P::Describe, get(admin::bundle)),
         ("/v1/predictions/{id}", P::ReadOwnPrediction, get(admin::prediction)),
+        ("/v1/predictions/{id}/outcome", P::RecordOutcome, post(quality::record_outcome)),
+        ("/v1/bundles/{name}/quality", P::Inspect, get(quality::bundle_quality)),
+        ("/v1/bundles/{name}/drift", P::Inspect, get(quality::bundle_drift)),
         ("/v1/audit", P::Inspect, get(admin::audit)),
         ("/v1/audit/verify", P::Inspect, get(admin::audit_verify)),
         ("/v2", P::Describe, get(v2::server_metadata)),

@@ -18,6 +18,9 @@ use crate::auth::Permission;
         super::admin::bundles,
         super::admin::bundle,
         super::admin::prediction,
+        super::quality::record_outcome,
+        super::quality::bundle_quality,
+        super::quality::bundle_drift,
         super::admin::audit,
         super::admin::audit_verify,
         super::admin::health,
@@ -38,6 +41,7 @@ use crate::auth::Permission;
         (name = "predictions", description = "Predictions and their stored records"),
         (name = "bundles", description = "Loaded model bundles"),
         (name = "audit", description = "The tamper-evident audit trail"),
+        (name = "quality", description = "Outcomes of predictions, and the live accuracy they give each bundle version"),
         (name = "operations", description = "Health and metrics"),
         (name = "inference protocol v2", description = "The Open Inference Protocol (KServe v2): raw tensors to a bundle's model, no plugin; errors are {\"error\": \"...\"}"),
     )

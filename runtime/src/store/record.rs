@@ -50,6 +50,10 @@ pub enum AuditKind {
     TokensChanged,
     /// The HTTPS certificate was loaded again.
     TlsReloaded,
+    /// What really happened to a prediction was recorded (its outcome).
+    OutcomeRecorded,
+    /// A version's drift status changed (ok, warn, alert).
+    Drift,
 }
 
 impl AuditKind {
@@ -70,6 +74,8 @@ impl AuditKind {
             Self::AccessDenied => "access_denied",
             Self::TokensChanged => "tokens_changed",
             Self::TlsReloaded => "tls_reloaded",
+            Self::OutcomeRecorded => "outcome_recorded",
+            Self::Drift => "drift",
         }
     }
 }
@@ -169,6 +175,11 @@ mod tests {
             DeploymentFinished,
             Shutdown,
             CrashRecovery,
+            AccessDenied,
+            TokensChanged,
+            TlsReloaded,
+            OutcomeRecorded,
+            Drift,
         ];
         for kind in kinds {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());

@@ -52,6 +52,26 @@ pub mod names {
     pub const FLEET_PUBLISHED: &str = "forecourt_fleet_published_total";
     /// Deployment requests finished, by `action` and `outcome` (the final step).
     pub const FLEET_DEPLOYMENTS: &str = "forecourt_fleet_deployments_total";
+    /// Outcomes recorded (what really happened to a prediction), by `bundle`, `version`.
+    pub const OUTCOMES: &str = "forecourt_outcomes_total";
+    /// Live accuracy from outcomes, by `bundle`, `version`, `window` (`recent`: the latest
+    /// outcomes; `since_loaded`): regressions' mean absolute error (output unit), mean
+    /// absolute percentage error (a fraction) and root mean squared error; classifiers' accuracy.
+    pub const LIVE_MAE: &str = "forecourt_live_mae";
+    pub const LIVE_MAPE: &str = "forecourt_live_mape";
+    pub const LIVE_RMSE: &str = "forecourt_live_rmse";
+    pub const LIVE_ACCURACY: &str = "forecourt_live_accuracy";
+    /// The outcomes behind the live figures, by `bundle`, `version`, `window`.
+    pub const LIVE_OUTCOMES: &str = "forecourt_live_outcomes";
+    /// The bundle's own held-out figures from training (its metrics.json), by `bundle`,
+    /// `version` and `metric` (mae, mape, rmse, r2, accuracy), beside the live ones.
+    pub const TRAINING_METRIC: &str = "forecourt_training_metric";
+    /// Drift against the training profile, by `bundle`, `version` (and `feature` for the
+    /// PSI): rows in the window; the status (0 ok, 1 warn, 2 alert) and each feature's
+    /// population stability index, once the window holds enough rows.
+    pub const DRIFT_ROWS: &str = "forecourt_drift_window_rows";
+    pub const DRIFT_STATUS: &str = "forecourt_drift_status";
+    pub const DRIFT_PSI: &str = "forecourt_drift_psi";
     /// HTTP requests refused by authentication, authorization or a token's rate, by `reason`
     /// (missing_token, malformed_token, unknown_token, revoked_token, wrong_secret, forbidden,
     /// rate_limited).
@@ -177,6 +197,16 @@ fn describe() {
     describe_histogram!(names::STORE_GROUP_SIZE, "Records made durable by one flush");
     describe_gauge!(names::STORE_QUEUE_DEPTH, "Writes waiting for the store writer");
     describe_gauge!(names::FLEET_CONNECTED, "1 while connected to the fleet's MQTT broker");
+    describe_counter!(names::OUTCOMES, "Outcomes recorded for predictions, by bundle and version");
+    describe_gauge!(names::LIVE_MAE, "Live mean absolute error from outcomes, by window");
+    describe_gauge!(names::LIVE_MAPE, "Live mean absolute percentage error (fraction) from outcomes, by window");
+    describe_gauge!(names::LIVE_RMSE, "Live root mean squared error from outcomes, by window");
+    describe_gauge!(names::LIVE_ACCURACY, "Live accuracy (fraction correct) from outcomes, by window");
+    describe_gauge!(names::LIVE_OUTCOMES, "Outcomes behind the live figures, by window");
+    describe_gauge!(names::TRAINING_METRIC, "Held-out figures from the bundle's training, by metric");
+    describe_gauge!(names::DRIFT_ROWS, "Rows in the drift window");
+    describe_gauge!(names::DRIFT_STATUS, "Drift status: 0 ok, 1 warn, 2 alert");
+    describe_gauge!(names::DRIFT_PSI, "Population stability index of a feature against training");
     describe_counter!(names::FLEET_CONNECTIONS, "Connections made to the fleet's MQTT broker");
     describe_gauge!(names::FLEET_OUTBOX_DEPTH, "Messages waiting in the outbox for the broker");
     describe_counter!(names::FLEET_OUTBOX_DROPPED, "Metrics snapshots dropped from the full outbox");

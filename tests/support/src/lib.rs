@@ -29,7 +29,7 @@ pub use mqtt::{Broker, Message, Subscription, User};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tls::{TestCertificates, certificate_serial, served_certificate_serial};
 pub use tokens::{add_token, token_command};
-pub use tools::{TritonTensors, ensure_apt, ensure_pip, ensure_pip_pinned, triton_infer};
+pub use tools::{TritonTensors, ensure_apt, ensure_pip, ensure_pip_pinned, promtool_check, triton_infer};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -173,4 +173,15 @@ pub fn car() -> serde_json::Value {
 pub fn with(mut request: serde_json::Value, key: &str, value: serde_json::Value) -> serde_json::Value {
     request[key] = value;
     request
+}
+
+/// The value of the sample `name{labels...}` in a Prometheus exposition (the labels given
+/// must all match; others may be present), if there is one.
+pub fn metric_sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+        let all = labels.iter().all(|(key, wanted)| rest.contains(&format!("{key}=\"{wanted}\"")));
+        (series_name == name && all).then(|| value.parse().ok()).flatten()
+    })
 }

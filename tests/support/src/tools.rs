@@ -140,3 +140,27 @@ pub fn triton_infer(
     assert!(output.status.success(), "triton_infer.py failed:\n{}", text(&output));
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
+
+/// Runs `promtool check metrics` (installing Prometheus's tools when missing) on an
+/// exposition; panics with its report and the text when it finds a problem.
+pub fn promtool_check(exposition: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    ensure_apt("prometheus", "promtool");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).expect("promtool reads stdin");
+    let checked = promtool.wait_with_output().expect("promtool finishes");
+    let report = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    eprintln!("promtool check metrics: {}\n{report}", checked.status);
+    assert!(
+        checked.status.success(),
+        "promtool check metrics failed ({}):\n{report}\n--- /metrics ---\n{exposition}",
+        checked.status
+    );
+}
