@@ -43,10 +43,12 @@ pub enum ErrorCode {
     NotReady,
     /// Not answered within `server.request_timeout_secs`.
     Timeout,
+    /// `?explain=true` on a bundle whose model has no trees to explain with.
+    ExplanationsUnavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::InvalidJson,
         Self::InvalidField,
         Self::MissingField,
@@ -64,6 +66,7 @@ impl ErrorCode {
         Self::InternalError,
         Self::NotReady,
         Self::Timeout,
+        Self::ExplanationsUnavailable,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -85,6 +88,7 @@ impl ErrorCode {
             Self::InternalError => "internal_error",
             Self::NotReady => "not_ready",
             Self::Timeout => "timeout",
+            Self::ExplanationsUnavailable => "explanations_unavailable",
         }
     }
 
