@@ -15,7 +15,9 @@ What lives here (and nowhere else):
     turned into model inputs by the script's own request->tensor function (the
     Python reference of what the Rust plugin does), run through python
     onnxruntime, and compared with the expected values of the original model;
-  * provenance helpers (library versions, sha256 of data files).
+  * provenance helpers (library versions, sha256 of data files);
+  * trees.json: the tree ensemble with its node covers, which ONNX does not
+    carry, for the runtime's exact TreeSHAP explanations (format below).
 """
 
 from __future__ import annotations
@@ -539,6 +541,164 @@ def model_paths(script_file: str) -> dict[str, Path]:
         "onnx": d / "model.onnx",
         "metrics": d / "metrics.json",
         "golden": d / "golden.jsonl",
+        "trees": d / "trees.json",
+    }
+
+
+# --------------------------------------------------------------------------
+# trees.json: the ensemble with covers, for exact TreeSHAP in the runtime
+# --------------------------------------------------------------------------
+# ONNX tree ensembles carry no node covers (skl2onnx writes hit rates of 1.0,
+# onnxmltools' xgboost converter drops them) and path-dependent TreeSHAP needs
+# them, so they are exported from the trained estimator itself.
+#
+# Format (read by runtime/src/explain/trees.rs, which documents and checks it):
+#   format "forecourt-trees", format_version 1; estimator (informational);
+#   input / output: the ONNX input whose columns the trees read and the output
+#     that equals the raw score (times output_scale, when present);
+#   base_value: the raw score before any tree (xgboost base_score, sklearn init_);
+#   comparison: "<" (xgboost) or "<=" (sklearn): x[feature] <comparison>
+#     threshold goes to left, else right;
+#   missing: "refused" (no input here is ever missing; the runtime refuses NaN);
+#   columns: model columns in input order, each with the request field it
+#     encodes and, for a one-hot column, the field's value;
+#   output_scale (optional): output = raw * exp(rate * <input>[row, 0]);
+#   trees: per tree, arrays over nodes (node 0 the root): left, right (-1 at a
+#     leaf), feature (-1 at a leaf), threshold, value (the leaf's contribution to
+#     the raw score, learning rate included; 0.0 at internal nodes), cover
+#     (xgboost sum_hessian, sklearn weighted_n_node_samples).
+# Floats are written with Python's repr (shortest round trip), so thresholds are
+# exact; the file is deterministic (sorted keys, no whitespace).
+TREES_FORMAT = "forecourt-trees"
+TREES_FORMAT_VERSION = 1
+
+
+def _f32(value) -> float:
+    """A float32 that xgboost wrote as its shortest decimal, as the exact float64."""
+    return float(np.float32(float(value)))
+
+
+def trees_document(model, features: Sequence[str], one_hot_groups: Sequence[str],
+                   output_scale: Mapping | None = None) -> dict:
+    """trees.json's content for a fitted xgboost regressor or sklearn gradient boosting,
+    reading the "features" input and giving the "price" output."""
+    if type(model).__module__.startswith("xgboost"):
+        (base_value, trees), comparison, library = xgboost_trees(model), "<", "xgboost"
+    else:
+        (base_value, trees), comparison, library = sklearn_gbr_trees(model), "<=", "scikit-learn"
+    doc = {
+        "estimator": f"{type(model).__module__.split('.')[0]}.{type(model).__name__} "
+                     + library_versions([library])[library],
+        "input": "features",
+        "output": "price",
+        "base_value": base_value,
+        "comparison": comparison,
+        "missing": "refused",
+        "columns": one_hot_columns(features, one_hot_groups),
+        "trees": trees,
+    }
+    if output_scale is not None:
+        doc["output_scale"] = dict(output_scale)
+    return doc
+
+
+def xgboost_trees(model) -> tuple[float, list[dict]]:
+    """(base_value, trees) of a fitted xgboost regressor, from its own JSON model."""
+    booster = model.get_booster()
+    learner = json.loads(booster.save_raw("json"))["learner"]
+    if learner["objective"]["name"] != "reg:squarederror":
+        raise SystemExit(f"trees.json: objective {learner['objective']['name']} is not an identity link")
+    base = learner["learner_model_param"]["base_score"].strip("[]").split(",")
+    if len(base) != 1:
+        raise SystemExit(f"trees.json: expected one base_score, got {base}")
+    trees = []
+    for tree in learner["gradient_booster"]["model"]["trees"]:
+        if any(tree["split_type"]) or tree["categories"]:
+            raise SystemExit("trees.json: categorical splits are not exported")
+        left, right = tree["left_children"], tree["right_children"]
+        leaf = [lc == -1 for lc in left]
+        trees.append({
+            "left": left,
+            "right": right,
+            "feature": [-1 if lf else int(f) for f, lf in zip(tree["split_indices"], leaf)],
+            # A leaf's split_condition holds its value (learning rate applied).
+            "threshold": [0.0 if lf else _f32(c) for c, lf in zip(tree["split_conditions"], leaf)],
+            "value": [_f32(c) if lf else 0.0 for c, lf in zip(tree["split_conditions"], leaf)],
+            "cover": [_f32(c) for c in tree["sum_hessian"]],
+        })
+    return _f32(base[0]), trees
+
+
+def sklearn_gbr_trees(model) -> tuple[float, list[dict]]:
+    """(base_value, trees) of a fitted GradientBoostingRegressor (squared error)."""
+    if model.loss != "squared_error" or model.estimators_.shape[1] != 1:
+        raise SystemExit("trees.json: only single-output squared-error gradient boosting is exported")
+    base = float(model.init_.predict(np.zeros((1, model.n_features_in_)))[0])
+    trees = []
+    for estimator in model.estimators_[:, 0]:
+        t = estimator.tree_
+        leaf = t.children_left == -1
+        trees.append({
+            "left": t.children_left.tolist(),
+            "right": t.children_right.tolist(),
+            "feature": np.where(leaf, -1, t.feature).tolist(),
+            "threshold": np.where(leaf, 0.0, t.threshold).tolist(),
+            # predict() adds learning_rate * value; the product here is the same float.
+            "value": np.where(leaf, model.learning_rate * t.value[:, 0, 0], 0.0).tolist(),
+            "cover": t.weighted_n_node_samples.tolist(),
+        })
+    return base, trees
+
+
+def one_hot_columns(features: Sequence[str], groups: Sequence[str]) -> list[dict]:
+    """The columns section: `<group>_<value>` is the one-hot column of field <group>."""
+    out = []
+    for name in features:
+        group = next((g for g in groups if name.startswith(g + "_")), None)
+        if group is None:
+            out.append({"name": name, "field": name})
+        else:
+            out.append({"name": name, "field": group, "value": name[len(group) + 1:]})
+    return out
+
+
+def trees_raw_score(doc: Mapping, X: np.ndarray) -> np.ndarray:
+    """The raw score of each row of X by walking trees.json's arrays (the runtime's rule)."""
+    less = doc["comparison"] == "<"
+    X = np.asarray(X, dtype=np.float64)
+    out = np.full(X.shape[0], doc["base_value"], dtype=np.float64)
+    for tree in doc["trees"]:
+        left, right, feat, thr, val = (tree[k] for k in ("left", "right", "feature", "threshold", "value"))
+        for r in range(X.shape[0]):
+            n = 0
+            while left[n] != -1:
+                x = X[r, feat[n]]
+                n = left[n] if (x < thr[n] if less else x <= thr[n]) else right[n]
+            out[r] += val[n]
+    return out
+
+
+def write_trees(path: Path, doc: Mapping, X: np.ndarray, raw_expected: np.ndarray, rtol: float = 1e-6) -> dict:
+    """Checks that trees.json's walk reproduces the estimator's raw scores on X, then writes it.
+
+    Returns the metrics.json "trees" section.
+    """
+    doc = {"format": TREES_FORMAT, "format_version": TREES_FORMAT_VERSION, **doc}
+    got = trees_raw_score(doc, X)
+    exp = np.asarray(raw_expected, dtype=np.float64)
+    rel = np.abs(got - exp) / np.maximum(np.abs(exp), 1e-12)
+    if rel.max() > rtol:
+        i = int(np.argmax(rel))
+        raise SystemExit(f"trees.json does not reproduce the model: row {i} {got[i]!r} vs {exp[i]!r}")
+    Path(path).write_text(json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n",
+                          encoding="ascii")
+    return {
+        "file": Path(path).name,
+        "sha256": sha256_file(path),
+        "trees": len(doc["trees"]),
+        "nodes": sum(len(t["left"]) for t in doc["trees"]),
+        "reproduces_raw_score_on_rows": int(exp.shape[0]),
+        "max_relative_error": float(f"{rel.max():.2g}"),
     }
 
 

@@ -46,10 +46,12 @@ pub enum ErrorCode {
     NotReady,
     /// Not answered within `server.request_timeout_secs`.
     Timeout,
+    /// `?explain=true` on a bundle whose model has no trees to explain with.
+    ExplanationsUnavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::InvalidJson,
         Self::InvalidField,
         Self::MissingField,
@@ -68,6 +70,7 @@ impl ErrorCode {
         Self::InternalError,
         Self::NotReady,
         Self::Timeout,
+        Self::ExplanationsUnavailable,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -90,6 +93,7 @@ impl ErrorCode {
             Self::InternalError => "internal_error",
             Self::NotReady => "not_ready",
             Self::Timeout => "timeout",
+            Self::ExplanationsUnavailable => "explanations_unavailable",
         }
     }
 

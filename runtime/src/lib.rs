@@ -9,6 +9,7 @@
 //! - [`auth`]: API tokens and roles: who may call which route.
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
 //! - [`error_code`]: the one vocabulary of error codes every refusal names (a leaf).
+//! - [`explain`]: exact TreeSHAP explanations of tree models from a bundle's `trees.json`.
 //! - [`fleet`]: the MQTT fleet link: status, signed deployments with rollback and canaries,
 //!   store-and-forward telemetry; and the fleet manager's `forecourt fleet` commands.
 //! - [`model`]: the ONNX model host (ONNX Runtime through `ort`): library, sessions, runs.
@@ -27,6 +28,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod error_code;
+pub mod explain;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::auth::TokenId;
 use crate::bundle::{Bundle, InferenceError, Registry};
 use crate::error_code::ErrorCode;
+use crate::explain::{ExplainError, Explanation};
 use crate::model::ModelError;
 use crate::plugin::PluginError;
 use crate::store::{PredictionRecord, Store, StoreError};
@@ -80,6 +81,7 @@ pub fn inference_code(error: &InferenceError) -> ErrorCode {
         InferenceError::Plugin(PluginError::Exhausted { .. }) => ErrorCode::Overloaded,
         InferenceError::Plugin(_) => ErrorCode::PluginFailed,
         InferenceError::Model(_) | InferenceError::Batch(_) => ErrorCode::ModelFailed,
+        InferenceError::Explain(_) => ErrorCode::ExplanationsUnavailable,
     }
 }
 
@@ -109,6 +111,8 @@ pub struct Prediction {
     pub version: String,
     pub outputs: Map<String, Value>,
     pub latency_ms: f64,
+    /// Why this value, when asked for.
+    pub explanation: Option<Explanation>,
 }
 
 /// A batch's answers, one per instance in order.
@@ -194,18 +198,24 @@ impl Pipeline {
     }
 
     /// One request (JSON text) through the active version of `bundle`; `id` becomes the
-    /// prediction id.
+    /// prediction id. With `explain`, the answer carries the prediction's explanation
+    /// (refused at once for a bundle without trees).
     pub async fn predict(
         &self,
         bundle: &str,
         id: Uuid,
         request: String,
         origin: Origin<'_>,
+        explain: bool,
     ) -> Result<Prediction, PipelineError> {
         let started = Instant::now();
         let routed = self.route(bundle)?;
         let metrics = self.metrics.of(&routed);
-        let result = self.predict_on(&routed, &metrics, Asked { id, request, origin }, started).await;
+        let result = if explain && routed.explainer().is_none() {
+            Err(PipelineError::Inference(ExplainError::Unavailable.into()))
+        } else {
+            self.predict_on(&routed, &metrics, Asked { id, request, origin, explain }, started).await
+        };
         let seconds = started.elapsed().as_secs_f64();
         metrics.request(result.as_ref().err().map(|error| error.code().as_str()), seconds);
         routed.stats().observe(result.as_ref().is_err_and(PipelineError::is_version_fault), seconds);
@@ -219,13 +229,14 @@ impl Pipeline {
         asked: Asked<'_>,
         started: Instant,
     ) -> Result<Prediction, PipelineError> {
-        let Asked { id, request, origin } = asked;
+        let Asked { id, request, origin, explain } = asked;
         let job_bundle = Arc::clone(bundle);
         let store_inputs = self.store_inputs;
         let (inference, input_sha256, input): Worked = self
             .submit(move || {
                 let (digest, input) = digest_input(&request, store_inputs);
-                (job_bundle.infer(&request), digest, input)
+                let inference = if explain { job_bundle.infer_explained(&request) } else { job_bundle.infer(&request) };
+                (inference, digest, input)
             })
             .await?;
         let inference = inference?;
@@ -241,6 +252,7 @@ impl Pipeline {
             version: bundle.version().to_string(),
             outputs: inference.response,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            explanation: inference.explanation,
         })
     }
 
@@ -296,6 +308,7 @@ impl Pipeline {
                     version: active.version().to_string(),
                     outputs: inference.response,
                     latency_ms,
+                    explanation: None,
                 })
             })
             .collect();
@@ -433,6 +446,7 @@ struct Asked<'a> {
     id: Uuid,
     request: String,
     origin: Origin<'a>,
+    explain: bool,
 }
 
 /// Plugin and model times, the prediction count and the predicted value (row 0 of each

@@ -3,7 +3,7 @@
 
     python3 plugins/car-price/model/train.py      (from any directory)
 
-Writes model.onnx, metrics.json and golden.jsonl next to this file,
+Writes model.onnx, metrics.json, golden.jsonl and trees.json next to this file,
 byte-for-byte identical on every run with the pinned requirements
 (plugins/training/requirements.txt).
 
@@ -204,6 +204,15 @@ def build_onnx(model, k32: float):
     )
 
 
+def write_trees(model, k32: float, X: np.ndarray, path) -> dict:
+    """trees.json: the XGBoost trees with covers, and today's price as their raw score
+    (row 0 has years_ahead 0); forecast rows scale it by exp(-k * years_ahead)."""
+    scale = {"input": "years_ahead", "rate": -k32, "label": "age", "unit": "years"}
+    doc = common.trees_document(model, FEATURES, ["make", "body"], output_scale=scale)
+    # xgboost sums leaves in float32, trees.json's walk in float64.
+    return common.write_trees(path, doc, X, model.predict(X, output_margin=True), rtol=1e-5)
+
+
 def main() -> None:
     clock = common.Stopwatch()
     common.check_requirements()
@@ -317,6 +326,8 @@ def main() -> None:
     profile = feature_profile.write(paths["onnx"].with_name("profile.json"),
                                     feature_profile.profile(FEATURES, ["make", "body"], X_train))
     print(f"[{NAME}] profile.json: {profile}")
+    trees = write_trees(model, k32, X, paths["trees"])
+    print(f"[{NAME}] trees.json: " + common.dumps(trees))
     common.report(NAME, paths, clock.lap(), {"test": metrics["metrics"]["test"], "k": dep["k_per_year"],
                                               "selected": best_params})
 

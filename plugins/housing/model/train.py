@@ -3,7 +3,7 @@
 
     python3 plugins/housing/model/train.py      (from any directory)
 
-Writes model.onnx, metrics.json and golden.jsonl next to this file,
+Writes model.onnx, metrics.json, golden.jsonl and trees.json next to this file,
 byte-for-byte identical on every run with the pinned requirements
 (plugins/training/requirements.txt).
 
@@ -225,6 +225,9 @@ def main() -> None:
     profile = feature_profile.write(paths["onnx"].with_name("profile.json"),
                                     feature_profile.profile(features, ["neighborhood"], X_train))
     print(f"[{NAME}] profile.json: {profile}")
+    trees_doc = common.trees_document(model, features, ["neighborhood"])
+    trees_summary = common.write_trees(paths["trees"], trees_doc, X, model.predict(X), rtol=1e-9)
+    print(f"[{NAME}] trees.json: " + common.dumps(trees_summary))
     common.report(NAME, paths, clock.lap(), {"test": metrics["metrics"]["test"], "selected": best_params})
 
 

@@ -86,6 +86,9 @@ pub enum InferenceError {
 
     #[error("the model's outputs could not be split per instance: {0}")]
     Batch(#[from] TensorError),
+
+    #[error(transparent)]
+    Explain(#[from] crate::explain::ExplainError),
 }
 
 impl From<PluginError> for InferenceError {

@@ -13,6 +13,7 @@ use super::manifest::{DEFAULT_TOLERANCE, MANIFEST_FILE, Manifest};
 use super::profile::{DriftWindow, MAX_PROFILE_BYTES, Profile};
 use super::signature::TrustedKeys;
 use super::stats::VersionStats;
+use crate::explain::{Ensemble, ExplainError, Explainer, Explanation, Vocabulary};
 use crate::model::{Model, ModelError, OnnxRuntime};
 use crate::plugin::{Plugin, PluginHost};
 use crate::tensor::{Tensor, TensorData, split, stack};
@@ -108,8 +109,13 @@ impl BundleLoader {
             version: version.clone(),
             reason,
         })?;
-        let bundle =
-            Bundle { manifest, dir, plugin, model, signed_by, stats: VersionStats::default(), accuracy, drift };
+        let explainer = load_explainer(&manifest, &dir).map_err(|reason| BundleError::Check {
+            name: name.clone(),
+            version: version.clone(),
+            reason,
+        })?;
+        let stats = VersionStats::default();
+        let bundle = Bundle { manifest, dir, plugin, model, signed_by, stats, accuracy, drift, explainer };
         bundle.check_interface().map_err(|reason| BundleError::Check { name, version, reason })?;
         Ok(bundle)
     }
@@ -134,6 +140,43 @@ impl BundleLoader {
         let profile = Profile::parse(&text, width).map_err(|reason| format!("{}: {reason}", file.file))?;
         Ok(Some(DriftWindow::new(profile, self.drift_window)))
     }
+}
+
+/// The most `trees.json` may weigh: about 40 bytes a node at the node bound.
+const MAX_TREES_BYTES: u64 = 96 << 20;
+
+/// How closely the trees must reproduce the model on the samples: ONNX Runtime sums the
+/// trees in f32, the explainer in f64.
+pub const TREES_TOLERANCE: f64 = 1e-4;
+
+/// The explainer of a bundle whose manifest names `trees.json`: parsed, checked, and given
+/// the words of the bundle's fields and output. Checked against the model in the smoke test.
+fn load_explainer(manifest: &Manifest, dir: &Path) -> Result<Option<Arc<Explainer>>, String> {
+    let Some(file) = &manifest.training.trees else { return Ok(None) };
+    let path = dir.join(&file.file);
+    let size = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", file.file))?.len();
+    if size > MAX_TREES_BYTES {
+        return Err(format!("{} is {size} bytes, more than the {MAX_TREES_BYTES} allowed", file.file));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", file.file))?;
+    let ensemble = Ensemble::parse(&bytes).map_err(|e| e.to_string())?;
+    if manifest.samples.is_empty() {
+        return Err("trees.json needs at least one sample to be checked against the model".to_owned());
+    }
+    let vocabulary = Vocabulary {
+        field_units: manifest
+            .inputs
+            .iter()
+            .filter_map(|field| field.unit.as_ref().map(|unit| (field.name.clone(), unit.clone())))
+            .collect(),
+        output_unit: manifest.outputs.iter().find(|output| output.name == ensemble.output).and_then(|o| o.unit.clone()),
+        field_defaults: manifest
+            .inputs
+            .iter()
+            .filter_map(|field| field.default.as_ref().map(|default| (field.name.clone(), default.clone())))
+            .collect(),
+    };
+    Ok(Some(Arc::new(Explainer::new(ensemble, vocabulary))))
 }
 
 /// A bundle folder that passed [`BundleLoader::verify`]; nothing of it has run yet.
@@ -174,6 +217,8 @@ pub struct Bundle {
     accuracy: VersionAccuracy,
     /// The latest features it fed its model, when the bundle carries a training profile.
     drift: Option<DriftWindow>,
+    /// Explains predictions, when the bundle carries its trees.
+    explainer: Option<Arc<Explainer>>,
 }
 
 /// One answered request.
@@ -187,6 +232,8 @@ pub struct Inference {
     pub plugin_time: Duration,
     /// Time of the model run this request was part of.
     pub inference_time: Duration,
+    /// Why this value, when asked for.
+    pub explanation: Option<Explanation>,
 }
 
 impl Bundle {
@@ -219,15 +266,29 @@ impl Bundle {
         self.signed_by.as_deref()
     }
 
+    /// The explainer, when the bundle carries its trees.
+    pub fn explainer(&self) -> Option<&Explainer> {
+        self.explainer.as_deref()
+    }
+
     /// One request through a fresh plugin instance (preprocess and postprocess) and one
     /// model run.
     pub fn infer(&self, request: &str) -> Result<Inference, InferenceError> {
-        self.infer_counted(request, true)
+        self.infer_one(request, false, true)
     }
 
-    /// [`infer`](Self::infer); `traffic`: whether the request is a client's, counted into
-    /// the drift window (the smoke test's samples are not).
-    fn infer_counted(&self, request: &str, traffic: bool) -> Result<Inference, InferenceError> {
+    /// [`infer`](Self::infer) with the prediction explained (refused when the bundle has no
+    /// trees): the explanation is computed from the same tensors the model ran on.
+    pub fn infer_explained(&self, request: &str) -> Result<Inference, InferenceError> {
+        if self.explainer.is_none() {
+            return Err(ExplainError::Unavailable.into());
+        }
+        self.infer_one(request, true, true)
+    }
+
+    /// `traffic`: whether the request is a client's, counted into the drift window (the
+    /// smoke test's samples are not).
+    fn infer_one(&self, request: &str, explain: bool, traffic: bool) -> Result<Inference, InferenceError> {
         let started = Instant::now();
         let mut instance = self.plugin.instantiate()?;
         let tensors = instance.preprocess(request)?;
@@ -239,12 +300,25 @@ impl Bundle {
         if let Some(drift) = self.drift.as_ref().filter(|_| traffic) {
             drift.observe(&tensors);
         }
+        let explanation = match (&self.explainer, explain) {
+            (Some(explainer), true) => {
+                let parsed: Value = serde_json::from_str(request).unwrap_or(Value::Null);
+                Some(explainer.explain(&parsed, &tensors, &outputs)?)
+            }
+            _ => None,
+        };
         let post_started = Instant::now();
         let response = match instance.postprocess(request, &outputs)? {
             Some(response) => response,
             None => default_response(&outputs),
         };
-        Ok(Inference { response, outputs, plugin_time: preprocessed + post_started.elapsed(), inference_time })
+        Ok(Inference {
+            response,
+            outputs,
+            plugin_time: preprocessed + post_started.elapsed(),
+            inference_time,
+            explanation,
+        })
     }
 
     /// A batch: each request preprocessed in its own instance, the valid ones stacked
@@ -288,7 +362,13 @@ impl Bundle {
                 let outputs = outputs.next().expect("one model result per valid instance")?;
                 let started = Instant::now();
                 let response = self.postprocess_fresh(request, &outputs)?;
-                Ok(Inference { response, outputs, plugin_time: plugin_time + started.elapsed(), inference_time })
+                Ok(Inference {
+                    response,
+                    outputs,
+                    plugin_time: plugin_time + started.elapsed(),
+                    inference_time,
+                    explanation: None,
+                })
             })
             .collect()
     }
@@ -365,7 +445,15 @@ impl Bundle {
             self.model
                 .check_inputs(&tensors)
                 .map_err(|e| format!("sample {index}: the plugin's output does not fit the model: {e}"))?;
-            let inference = self.infer_counted(&sample.request, false).map_err(|e| format!("sample {index}: {e}"))?;
+            if let Some(explainer) = &self.explainer {
+                // The explainer must explain this model: its trees give the model's outputs.
+                let outputs = self.model.run(&tensors).map_err(|e| format!("sample {index}: {e}"))?;
+                explainer
+                    .check_against(&tensors, &outputs, TREES_TOLERANCE)
+                    .map_err(|e| format!("sample {index}: trees.json: {e}"))?;
+            }
+            let inference =
+                self.infer_one(&sample.request, false, false).map_err(|e| format!("sample {index}: {e}"))?;
             let tolerance = sample.tolerance.unwrap_or(DEFAULT_TOLERANCE);
             for (name, expected) in &sample.expected {
                 let output = inference

@@ -69,6 +69,9 @@ pub struct BundleSummary {
     pub model_sha256: String,
     pub inputs: Vec<FieldSpec>,
     pub outputs: Vec<OutputSpec>,
+    /// Whether the active version explains its predictions (`?explain=true`): it carries
+    /// its trees (`trees.json`).
+    pub explainable: bool,
     /// The version serving a share of the requests as a canary, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySummary>,
@@ -94,6 +97,7 @@ fn summary(name: &str, entry: &Entry) -> Option<BundleSummary> {
         model_sha256: active.model().sha256().to_owned(),
         inputs: info.inputs.clone(),
         outputs: info.outputs.clone(),
+        explainable: active.explainer().is_some(),
         canary: entry.canary.as_ref().map(|canary| CanarySummary {
             version: canary.version.to_string(),
             share_percent: canary.per_mille as f64 / 10.0,

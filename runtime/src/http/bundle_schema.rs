@@ -7,7 +7,7 @@
 //! The schemas say what the plugin enforces, no more and no less: a request valid by its
 //! component is accepted, one that breaks it is refused with a 4xx.
 
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{
     AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, SchemaType, Type,
@@ -46,8 +46,23 @@ pub fn add_bundles(doc: &mut OpenApi, bundles: &[BundleSummary], max_batch: usiz
 
         let concrete = |generic: &Operation, suffix: &str, summary: String| {
             let mut operation = generic.clone();
-            // The bundle is in the path itself; the generic operation's only parameter is its name.
-            operation.parameters = None;
+            // The bundle is in the path itself: of the generic operation's parameters only the
+            // query's stay (`explain`, offered when the bundle can explain).
+            operation.parameters = generic.parameters.as_ref().map(|parameters| {
+                parameters
+                    .iter()
+                    .filter(|p| match p {
+                        RefOr::T(p) => {
+                            p.parameter_in == ParameterIn::Query && (bundle.explainable || p.name != "explain")
+                        }
+                        RefOr::Ref(_) => false,
+                    })
+                    .cloned()
+                    .collect()
+            });
+            if operation.parameters.as_ref().is_some_and(Vec::is_empty) {
+                operation.parameters = None;
+            }
             operation.operation_id =
                 Some(format!("{}_{}", generic.operation_id.as_deref().unwrap_or("predict"), bundle.name));
             operation.summary = Some(summary);
@@ -213,7 +228,7 @@ fn string() -> ObjectBuilder {
 }
 
 fn response_schema(bundle: &BundleSummary, outputs: &str) -> Schema {
-    ObjectBuilder::new()
+    let mut schema = ObjectBuilder::new()
         .schema_type(Type::Object)
         .title(Some(format!("{} response", bundle.name)))
         .property(
@@ -223,7 +238,11 @@ fn response_schema(bundle: &BundleSummary, outputs: &str) -> Schema {
         .property("bundle", string().enum_values(Some([bundle.name.clone()])))
         .property("version", string().description(Some("The bundle version that answered")))
         .property("outputs", Ref::from_schema_name(outputs))
-        .property("latency_ms", ObjectBuilder::new().schema_type(Type::Number))
+        .property("latency_ms", ObjectBuilder::new().schema_type(Type::Number));
+    if bundle.explainable {
+        schema = schema.property("explanation", Ref::from_schema_name("Explanation"));
+    }
+    schema
         .required("prediction_id")
         .required("bundle")
         .required("version")

@@ -37,7 +37,9 @@ pub const fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ErrorCode::InvalidField | ErrorCode::MissingField => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::InvalidField | ErrorCode::MissingField | ErrorCode::ExplanationsUnavailable => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         ErrorCode::Overloaded | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::PluginFailed | ErrorCode::ModelFailed | ErrorCode::InternalError => {
             StatusCode::INTERNAL_SERVER_ERROR

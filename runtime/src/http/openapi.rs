@@ -36,7 +36,12 @@ use crate::auth::Permission;
         super::v2::infer,
         super::v2::infer_version,
     ),
-    components(schemas(super::v2::V2ErrorBody)),
+    components(schemas(
+        super::v2::V2ErrorBody,
+        crate::explain::Explanation,
+        crate::explain::Contribution,
+        crate::explain::ForecastChange
+    )),
     tags(
         (name = "predictions", description = "Predictions and their stored records"),
         (name = "bundles", description = "Loaded model bundles"),

