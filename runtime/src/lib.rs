@@ -9,6 +9,9 @@
 //! - [`auth`]: API tokens and roles: who may call which route.
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
 //! - [`error_code`]: the one vocabulary of error codes every refusal names (a leaf).
+//! - [`oip`]: the Open Inference Protocol's tensors and model metadata, whatever carries
+//!   them (HTTP's /v2 today).
+//! - [`text`]: outside text quoted into messages, cut to a bound (a leaf).
 //! - [`fleet`]: the MQTT fleet link: status, signed deployments with rollback and canaries,
 //!   store-and-forward telemetry; and the fleet manager's `forecourt fleet` commands.
 //! - [`model`]: the ONNX model host (ONNX Runtime through `ort`): library, sessions, runs.
@@ -31,6 +34,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod http;
 pub mod model;
+pub mod oip;
 pub mod pipeline;
 pub mod plugin;
 pub mod settings;
@@ -38,4 +42,5 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod tensor;
+pub mod text;
 pub mod workers;
