@@ -9,8 +9,9 @@
 //! - [`auth`]: API tokens and roles: who may call which route.
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
 //! - [`error_code`]: the one vocabulary of error codes every refusal names (a leaf).
-//! - [`oip`]: the Open Inference Protocol's tensors and model metadata, whatever carries
-//!   them (HTTP's /v2 today).
+//! - [`grpc`]: the Open Inference Protocol over gRPC (tonic), on its own port.
+//! - [`oip`]: the Open Inference Protocol's tensors and model metadata, shared by HTTP's /v2
+//!   and gRPC.
 //! - [`text`]: outside text quoted into messages, cut to a bound (a leaf).
 //! - [`fleet`]: the MQTT fleet link: status, signed deployments with rollback and canaries,
 //!   store-and-forward telemetry; and the fleet manager's `forecourt fleet` commands.
@@ -32,6 +33,7 @@ pub mod error_code;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grpc;
 pub mod http;
 pub mod model;
 pub mod oip;
