@@ -39,8 +39,8 @@ bundles: build plugins ## Assemble the example bundles into bundles/.
 	for plugin in $(EXAMPLES); do $(FORECOURT) bundle build plugins/$$plugin --out bundles --target-dir $(WASM_TARGET_DIR); done
 
 .PHONY: run
-run: bundles ## Build everything and serve the example bundles on 127.0.0.1:8080 (data in ./data).
-	$(FORECOURT) serve
+run: bundles ## Build everything and serve the example bundles on 127.0.0.1:8080, gRPC on 8081 (data in ./data).
+	FORECOURT_GRPC__LISTEN=127.0.0.1:8081 $(FORECOURT) serve
 
 .PHONY: load
 load: bundles ## Load benchmark: car-price at 32 connections with wrk; prints requests/s, p50, p99.

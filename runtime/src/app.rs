@@ -1,5 +1,6 @@
-//! The appliance: wires configuration, store, plugin and model hosts, registry, pipeline
-//! and HTTP server together, and runs them from start-up to a clean shutdown.
+//! The appliance: wires configuration, store, plugin and model hosts, registry, pipeline,
+//! the HTTP server and (with `[grpc]`) the gRPC server together, and runs them from
+//! start-up to a clean shutdown.
 //!
 //! Start-up order matters: the listener is bound and answering (not ready) before the
 //! bundles load, so health checks see "starting" rather than a refused connection; the
@@ -16,6 +17,7 @@ use crate::auth::{Authenticator, TokenFile};
 use crate::bundle::{BundleLoader, Registry, TrustedKeys};
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::grpc::{self, InferenceService, ServiceParts};
 use crate::http::{self, AppState, AuthLayerState, CertificateReloader, DenialAudit, Readiness};
 use crate::model::OnnxRuntime;
 use crate::pipeline::Pipeline;
@@ -54,9 +56,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let grpc_listener = match &config.grpc {
+        Some(grpc) => Some(
+            tokio::net::TcpListener::bind(grpc.listen)
+                .await
+                .with_context(|| format!("cannot listen for gRPC on {}", grpc.listen))?,
+        ),
+        None => None,
+    };
 
     let (store, recovery) = Store::open(&config.store_dir(), &config.store).context("cannot open the store")?;
-    let parts = Parts { onnx, plugins, trusted, workers, listener, metrics, authenticator, tls };
+    let parts = Parts { onnx, plugins, trusted, workers, listener, grpc_listener, metrics, authenticator, tls };
     let result = run(&config, &store, recovery.unclean_shutdown, parts, &systemd).await;
     if let Err(error) = &result {
         tracing::error!(error = format!("{error:#}"), "stopping after an error");
@@ -72,6 +82,7 @@ struct Parts {
     trusted: Option<TrustedKeys>,
     workers: WorkerPool,
     listener: tokio::net::TcpListener,
+    grpc_listener: Option<tokio::net::TcpListener>,
     metrics: Metrics,
     authenticator: Arc<Authenticator>,
     tls: Option<Arc<CertificateReloader>>,
@@ -85,7 +96,7 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     store.audit(AuditKind::Started, json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})).await?;
     store.audit(AuditKind::ConfigLoaded, serde_json::to_value(config)?).await?;
 
-    let Parts { onnx, plugins, trusted, workers, listener, metrics, authenticator, tls } = parts;
+    let Parts { onnx, plugins, trusted, workers, listener, grpc_listener, metrics, authenticator, tls } = parts;
     let fleet_metrics = metrics.clone();
     let mut loader =
         BundleLoader::new(plugins, onnx.clone(), config.server.workers).with_drift_window(config.quality.window_rows());
@@ -103,7 +114,7 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     let readiness = Arc::new(Readiness::default());
     let quality = Quality::open(store, Arc::clone(&registry), &config.quality).context("cannot open the outcomes")?;
     let state = AppState {
-        pipeline,
+        pipeline: Arc::clone(&pipeline),
         quality: quality.clone(),
         readiness: Arc::clone(&readiness),
         metrics,
@@ -121,6 +132,12 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     // A machine-readable line on stdout: scripts and tests learn the port from it.
     println!("forecourt listening on {scheme}://{address}");
     tracing::info!(%address, scheme, tokens = authenticator.active_count(), "listening");
+    if let Some(grpc_listener) = &grpc_listener {
+        let address = grpc_listener.local_addr()?;
+        // The second machine-readable line, always after the first: the gRPC port.
+        println!("forecourt grpc listening on {address}");
+        tracing::info!(%address, "gRPC listening");
+    }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stopped_drift = stopped.clone();
@@ -130,8 +147,23 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     };
     let tls_config = tls.as_ref().map(CertificateReloader::server_config).transpose()?;
     let settings = config.server.connection_settings();
-    let mut server =
-        tokio::spawn(http::serve(listener, tls_config, settings, http::router(state, auth), wait_for(stopped.clone())));
+    let mut servers = tokio::task::JoinSet::new();
+    let http_server =
+        http::serve(listener, tls_config, settings, http::router(state, auth.clone()), wait_for(stopped.clone()));
+    servers.spawn(async move { http_server.await.context("the HTTP server failed") });
+    if let (Some(grpc_listener), Some(grpc_config)) = (grpc_listener, &config.grpc) {
+        let service = InferenceService::new(ServiceParts {
+            pipeline,
+            readiness: Arc::clone(&readiness),
+            authenticator: Arc::clone(&authenticator),
+            audit: auth.audit,
+            timeout: Duration::from_secs(config.server.request_timeout_secs),
+            max_concurrent_requests: config.server.max_concurrent_requests,
+        });
+        let settings = grpc::ListenerSettings::new(grpc_config, config.server.max_body_bytes);
+        let grpc_server = grpc::serve(grpc_listener, settings, service, wait_for(stopped.clone()));
+        servers.spawn(async move { grpc_server.await.context("the gRPC server failed") });
+    }
     let reload_interval = Duration::from_millis(config.auth.reload_interval_ms);
     tokio::spawn(reload_credentials(authenticator, tls, store.clone(), reload_interval, stopped));
 
@@ -156,12 +188,19 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     tracing::info!("draining in-flight requests");
     let _ = stop.send(true);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(result) => result??,
+    let drained = async {
+        while let Some(stopped) = servers.join_next().await {
+            stopped??;
+        }
+        anyhow::Ok(())
+    };
+    let outcome = tokio::time::timeout(grace, drained).await;
+    match outcome {
+        Ok(result) => result?,
         Err(_) => {
             // Dropping the connections still open beats answering them after the store closed.
             tracing::warn!(?grace, "requests still in flight after the grace period; dropping them");
-            server.abort();
+            servers.abort_all();
         }
     }
     if let Some(fleet) = fleet {
@@ -218,7 +257,9 @@ async fn audit_active_versions(registry: &Registry, store: &Store) -> anyhow::Re
 /// The refusal to serve an open network with no token, or the token registry.
 fn open_authenticator(config: &Config) -> anyhow::Result<Authenticator> {
     let file = TokenFile::new(config.tokens_file());
-    let loopback = config.server.listen.ip().is_loopback();
+    // Every listener counts: a gRPC port on the network is as open as an HTTP one.
+    let loopback = config.server.listen.ip().is_loopback()
+        && config.grpc.as_ref().is_none_or(|grpc| grpc.listen.ip().is_loopback());
     let anonymous_allowed = config.auth.allow_anonymous || loopback;
     let authenticator = Authenticator::open(file, anonymous_allowed).context("cannot read the API tokens")?;
     let path = authenticator.file().path().display();

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::AuthConfig;
 use crate::bundle::{BundlesConfig, TrustConfig};
 use crate::fleet::MqttConfig;
+use crate::grpc::GrpcConfig;
 use crate::http::ServerConfig;
 use crate::model::OnnxRuntimeConfig;
 use crate::plugin::PluginConfig;
@@ -31,6 +32,9 @@ pub struct Config {
     /// Where the appliance keeps its state (the store, compiled plugins).
     pub data_dir: PathBuf,
     pub server: ServerConfig,
+    /// The Open Inference Protocol over gRPC on a port of its own; none without `[grpc]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcConfig>,
     pub auth: AuthConfig,
     pub bundles: BundlesConfig,
     pub trust: TrustConfig,
@@ -47,6 +51,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("data"),
             server: ServerConfig::default(),
+            grpc: None,
             auth: AuthConfig::default(),
             bundles: BundlesConfig::default(),
             trust: TrustConfig::default(),
@@ -64,7 +69,7 @@ impl Default for Config {
 /// (others, such as `FORECOURT_ORT_CACHE` for the fetch script, are not).
 const ENV_KEYS: &[&str] = &["data_dir"];
 const ENV_SECTIONS: &[&str] =
-    &["server", "auth", "bundles", "trust", "plugins", "onnxruntime", "store", "logging", "mqtt", "quality"];
+    &["server", "grpc", "auth", "bundles", "trust", "plugins", "onnxruntime", "store", "logging", "mqtt", "quality"];
 
 impl Config {
     /// Defaults, then `file` (which must exist when given), then the environment; validated.
@@ -92,6 +97,19 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        if let Some(grpc) = &self.grpc {
+            grpc.validate(self.server.listen)?;
+            // The gRPC port speaks plain HTTP/2: beside an HTTPS API it would carry the same
+            // bearer tokens in clear, so the combination is refused rather than half-secured.
+            if self.server.tls.is_some() {
+                return Err(ConfigError::new(
+                    "grpc",
+                    "gRPC is served without TLS, and [server.tls] is set: tokens would cross the network in clear \
+                     on the gRPC port. Remove [grpc] (or put it behind a TLS-terminating proxy and drop \
+                     [server.tls] from this process)",
+                ));
+            }
+        }
         self.auth.validate()?;
         self.plugins.validate()?;
         self.onnxruntime.validate()?;
@@ -150,5 +168,25 @@ mod tests {
         let error = Config::load(Some(&file)).unwrap_err();
         assert!(error.message.contains("listen_on"), "{error}");
         assert_eq!(Config::load(Some(&dir.path().join("missing.toml"))).unwrap_err().key, "--config");
+    }
+
+    #[test]
+    fn grpc_is_off_until_its_section_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("forecourt.toml");
+        assert_eq!(Config::load(None).unwrap().grpc, None);
+        std::fs::write(&file, "[grpc]\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap().grpc, Some(GrpcConfig::default()));
+        std::fs::write(&file, "[grpc]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_streams = 8\n").unwrap();
+        let grpc = Config::load(Some(&file)).unwrap().grpc.unwrap();
+        assert_eq!((grpc.listen.port(), grpc.max_concurrent_streams), (0, 8));
+        std::fs::write(&file, "[grpc]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+        assert_eq!(Config::load(Some(&file)).unwrap_err().key, "grpc.listen");
+        std::fs::write(&file, "[grpc]\nport = 9\n").unwrap();
+        assert!(Config::load(Some(&file)).unwrap_err().message.contains("port"));
+        let tls = "[server.tls]\ncert_file = \"/dev/null\"\nkey_file = \"/dev/null\"\n[grpc]\n";
+        std::fs::write(&file, tls).unwrap();
+        let refused = Config::load(Some(&file)).unwrap_err();
+        assert!(refused.key == "grpc" && refused.message.contains("TLS"), "{refused}");
     }
 }

@@ -10,6 +10,10 @@
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
 //! - [`error_code`]: the one vocabulary of error codes every refusal names (a leaf).
 //! - [`explain`]: exact TreeSHAP explanations of tree models from a bundle's `trees.json`.
+//! - [`grpc`]: the Open Inference Protocol over gRPC (tonic), on its own port.
+//! - [`oip`]: the Open Inference Protocol's tensors and model metadata, shared by HTTP's /v2
+//!   and gRPC.
+//! - [`text`]: outside text quoted into messages, cut to a bound (a leaf).
 //! - [`fleet`]: the MQTT fleet link: status, signed deployments with rollback and canaries,
 //!   store-and-forward telemetry; and the fleet manager's `forecourt fleet` commands.
 //! - [`model`]: the ONNX model host (ONNX Runtime through `ort`): library, sessions, runs.
@@ -32,8 +36,10 @@ pub mod explain;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grpc;
 pub mod http;
 pub mod model;
+pub mod oip;
 pub mod pipeline;
 pub mod plugin;
 pub mod quality;
@@ -42,4 +48,5 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod tensor;
+pub mod text;
 pub mod workers;

@@ -3,26 +3,11 @@
 //! protocol's error shape, Triton's binary tensor data extension, and Triton's own Python
 //! client with JSON tensors and with its defaults (binary tensors).
 
-use std::process::Command;
-
 use forecourt_testkit::{
-    Golden, Reply, Server, TritonTensors, all_bundles, assert_close, example_plugin, forecourt_binary, golden,
+    Golden, Reply, Server, TritonTensors, all_bundles, assert_close, golden, golden_car_with_forecast, preprocess,
     triton_infer,
 };
 use serde_json::{Value, json};
-
-/// The plugin's tensors for a client request, as `forecourt plugin preprocess` prints them:
-/// `[{"name", "shape", "data": {"type", "values"}}]`.
-fn preprocess(plugin: &str, request: &Value) -> Vec<Value> {
-    let output = Command::new(forecourt_binary())
-        .args(["plugin", "preprocess"])
-        .arg(example_plugin(plugin))
-        .arg(request.to_string())
-        .output()
-        .expect("forecourt runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice::<Value>(&output.stdout).expect("tensors as JSON").as_array().unwrap().clone()
-}
 
 /// The preprocessed tensors as protocol inputs (flat data).
 fn infer_inputs(tensors: &[Value]) -> Vec<Value> {
@@ -33,14 +18,6 @@ fn infer_inputs(tensors: &[Value]) -> Vec<Value> {
             json!({"name": tensor["name"], "shape": tensor["shape"], "datatype": "FP32", "data": tensor["data"]["values"]})
         })
         .collect()
-}
-
-/// A golden car-price row asking for one forecast: two model rows ([2, 17] features).
-fn golden_car_with_forecast() -> Golden {
-    golden("car-price")
-        .into_iter()
-        .find(|row| row.request["forecast_months"].as_array().is_some_and(|months| months.len() == 1))
-        .expect("a golden row with one forecast month")
 }
 
 fn floats(value: &Value) -> Vec<f64> {

@@ -65,7 +65,8 @@ impl DenialAudit {
         Self { store, limiter: Arc::new(RateLimiter::direct(Quota::per_second(rate))) }
     }
 
-    fn record(&self, details: serde_json::Value) {
+    /// Audits one denial (of any protocol), unless more came this second than allowed.
+    pub fn record(&self, details: serde_json::Value) {
         if self.limiter.check().is_err() {
             metrics::counter!(names::AUTH_DENIALS_NOT_AUDITED).increment(1);
             return;

@@ -16,6 +16,7 @@ use crate::bundle::InferenceError;
 use crate::error_code::ErrorCode;
 use crate::pipeline::{PipelineError, inference_code};
 use crate::quality::QualityError;
+pub use crate::text::{echo, truncate};
 
 /// An error response of the /v1 API. Its status follows from its code ([`status_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,28 +64,6 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
     /// The request's id, also in the x-request-id header.
     pub request_id: String,
-}
-
-/// The most of an outside value an error message repeats: enough to recognise it, never
-/// an unbounded echo of what a client sent.
-const ECHO_MAX_CHARS: usize = 40;
-
-/// `value` quoted for a message, cut to [`ECHO_MAX_CHARS`] characters.
-pub fn echo(value: &str) -> String {
-    let head = truncate(value, ECHO_MAX_CHARS);
-    if head.len() < value.len() {
-        format!("{head:?}… ({} characters)", value.chars().count())
-    } else {
-        format!("{head:?}")
-    }
-}
-
-/// The first `max` characters of `text`.
-pub fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => &text[..end],
-        None => text,
-    }
 }
 
 impl ApiError {
@@ -243,13 +222,5 @@ mod tests {
             assert_eq!(rows, [status_of(code).as_u16()], "{code}: the README's rows against status_of");
         }
         assert_eq!(table.len(), ErrorCode::ALL.len(), "the README documents a code the API does not have: {table:?}");
-    }
-
-    #[test]
-    fn an_echo_is_cut_to_its_bound() {
-        assert_eq!(echo("abc"), "\"abc\"");
-        let long = "x".repeat(5000);
-        let cut = echo(&long);
-        assert!(cut.len() < 80 && cut.ends_with("(5000 characters)"), "{cut}");
     }
 }

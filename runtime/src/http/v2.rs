@@ -6,18 +6,16 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use semver::Version;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::echo;
 use super::extract::ProtocolBody;
 use super::request_context::{ClientRequestId, Served, request_id};
-use super::v2_binary::{self, BinaryData, BinaryError, Datatype};
+use super::v2_binary::{self, BinaryData, BinaryError};
 use crate::bundle::Bundle;
-use crate::model::{ElementType, OutputForm};
+use crate::oip::{self, Datatype, ModelMetadata, TensorFault, UnknownModel};
 use crate::pipeline::PipelineError;
 use crate::tensor::{Tensor, TensorData};
 
@@ -68,7 +66,7 @@ pub struct ServerMetadata {
 
 #[utoipa::path(get, path = "/v2", tag = "inference protocol v2", responses((status = 200, body = Object, description = "{\"name\": \"forecourt\", \"version\", \"extensions\": []}")))]
 pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata { name: "forecourt", version: env!("CARGO_PKG_VERSION"), extensions: Vec::new() })
+    Json(ServerMetadata { name: oip::SERVER_NAME, version: env!("CARGO_PKG_VERSION"), extensions: Vec::new() })
 }
 
 #[utoipa::path(get, path = "/v2/health/live", tag = "inference protocol v2", responses((status = 200, body = Object, description = "{\"live\": true}")))]
@@ -83,67 +81,25 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(serde_json::json!({"ready": ready}))).into_response()
 }
 
-#[derive(Debug, Serialize)]
-pub struct TensorMetadata {
-    name: String,
-    datatype: &'static str,
-    shape: Vec<i64>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ModelMetadata {
-    name: String,
-    versions: Vec<String>,
-    platform: &'static str,
-    inputs: Vec<TensorMetadata>,
-    outputs: Vec<TensorMetadata>,
-}
-
 /// The bundle named, at `version` or its active version.
 fn bundle_of(state: &AppState, name: &str, version: Option<&str>) -> Result<std::sync::Arc<Bundle>, V2Error> {
-    let registry = state.pipeline.registry();
-    let not_found = || {
-        V2Error(
-            StatusCode::NOT_FOUND,
-            format!("unknown model {name}{}", version.map(|v| format!(" version {v}")).unwrap_or_default()),
-        )
-    };
-    match version {
-        None => registry.active(name).ok_or_else(not_found),
-        Some(version) => {
-            let version = Version::parse(version).map_err(|_| not_found())?;
-            registry.version(name, &version).ok_or_else(not_found)
-        }
-    }
+    Ok(oip::find_model(state.pipeline.registry(), name, version)?)
 }
 
 fn metadata(state: &AppState, bundle: &Bundle) -> ModelMetadata {
-    let model = bundle.model();
-    ModelMetadata {
-        name: bundle.name().to_owned(),
-        versions: state.pipeline.registry().versions(bundle.name()).iter().map(|b| b.version().to_string()).collect(),
-        platform: "onnxruntime_onnx",
-        inputs: model
-            .inputs()
-            .iter()
-            .map(|input| TensorMetadata {
-                name: input.name.clone(),
-                datatype: input.element_type.protocol_name(),
-                shape: input.shape.clone(),
-            })
-            .collect(),
-        outputs: model
-            .outputs()
-            .iter()
-            .map(|output| TensorMetadata {
-                name: output.name.clone(),
-                datatype: output.element_type.protocol_name(),
-                shape: match &output.form {
-                    OutputForm::Tensor { shape } => shape.clone(),
-                    OutputForm::ClassMaps => vec![-1, -1],
-                },
-            })
-            .collect(),
+    oip::model_metadata(state.pipeline.registry(), bundle)
+}
+
+impl From<UnknownModel> for V2Error {
+    fn from(error: UnknownModel) -> Self {
+        V2Error(StatusCode::NOT_FOUND, error.to_string())
+    }
+}
+
+impl From<TensorFault> for V2Error {
+    fn from(error: TensorFault) -> Self {
+        let status = if error.is_client_error() { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
+        V2Error(status, error.to_string())
     }
 }
 
@@ -394,13 +350,7 @@ async fn infer_on(
     ensure_ready(&state)?;
     // HTTP-level refusals (413 too large, 415 not JSON) keep their status.
     let body = body.map_err(|error| V2Error(error.status(), error.message))?;
-    let version = match version {
-        Some(version) => Some(
-            Version::parse(&version)
-                .map_err(|_| V2Error(StatusCode::NOT_FOUND, format!("unknown model {name} version {version}")))?,
-        ),
-        None => None,
-    };
+    let version = version.map(|version| oip::parse_version(&name, &version)).transpose()?;
     let (request, inputs) = parse_infer(&body.bytes, body.header_length.as_ref().map(|value| value.as_bytes()))?;
     let binary_by_default = request.parameters.as_ref().and_then(|p| p.binary_data_output).unwrap_or(false);
     let origin = super::predict::origin(&caller, client.as_ref());
@@ -430,24 +380,16 @@ fn parse_infer(body: &[u8], header_length: Option<&[u8]>) -> Result<(InferReques
 /// A protocol input as a host tensor: `data` flat or nested, row-major, or its share of the
 /// binary data.
 fn input_tensor(input: InferInput, binary: &mut BinaryData<'_>) -> Result<Tensor, V2Error> {
-    let shape = input
-        .shape
-        .iter()
-        .map(|&dim| {
-            usize::try_from(dim).map_err(|_| bad_request(format!("input `{}` has a negative dimension", input.name)))
-        })
-        .collect::<Result<Vec<usize>, _>>()?;
-    let datatype = Datatype::parse(&input.datatype).ok_or_else(|| {
-        bad_request(format!("input `{}`: datatype {} is not supported", input.name, echo(&input.datatype)))
-    })?;
+    let shape = oip::input_shape(&input.name, &input.shape)?;
+    let datatype = oip::input_datatype(&input.name, &input.datatype)?;
     let binary_size = input.parameters.as_ref().and_then(|parameters| parameters.binary_data_size);
     let data = match (binary_size, &input.data) {
         (Some(_), Some(_)) => return Err(BinaryError::DataAndBinary { input: input.name }.into()),
         (None, None) => return Err(BinaryError::NoData { input: input.name }.into()),
         (Some(declared), None) => {
-            v2_binary::check_size(&input.name, datatype, &shape, declared)?;
+            oip::check_size(&input.name, datatype, &shape, declared, "binary_data_size")?;
             let bytes = binary.take(&input.name, declared)?;
-            v2_binary::decode(&input.name, datatype, &shape, bytes)?
+            oip::decode(&input.name, datatype, &shape, bytes)?
         }
         (None, Some(data)) => json_data(&input.name, &input.datatype, datatype, data)?,
     };
@@ -518,12 +460,7 @@ fn select_outputs(
                     .as_ref()
                     .and_then(|parameters| parameters.binary_data)
                     .unwrap_or(binary_by_default);
-                outputs
-                    .iter()
-                    .find(|tensor| tensor.name == wanted.name)
-                    .cloned()
-                    .map(|tensor| (tensor, binary))
-                    .ok_or_else(|| bad_request(format!("the model has no output `{}`", wanted.name)))
+                Ok::<_, V2Error>((oip::output_named(&outputs, &wanted.name)?, binary))
             })
             .collect(),
     }
@@ -542,9 +479,9 @@ fn reply(
     let outputs = outputs
         .into_iter()
         .map(|(tensor, binary)| {
-            let datatype = ElementType::of(&tensor.data).protocol_name();
+            let datatype = oip::datatype_of(&tensor);
             let (parameters, data) = if binary {
-                let binary_data_size = v2_binary::encode(&tensor.name, &tensor.data, &mut bytes)?;
+                let binary_data_size = oip::encode(&tensor.name, &tensor.data, &mut bytes)?;
                 (Some(BinarySize { binary_data_size }), None)
             } else {
                 (None, Some(json_values(tensor.data)))

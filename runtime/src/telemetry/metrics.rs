@@ -84,6 +84,11 @@ pub mod names {
     pub const HTTP_SHED: &str = "forecourt_http_shed_total";
     /// HTTP requests that ran out of `server.request_timeout_secs`.
     pub const HTTP_TIMEOUTS: &str = "forecourt_http_timeouts_total";
+    /// gRPC calls answered, by `method` (ModelInfer, ModelMetadata, ...) and `code` (OK or a
+    /// gRPC status code name). Denials are counted in [`AUTH_DENIALS`] too, as over HTTP.
+    pub const GRPC_REQUESTS: &str = "forecourt_grpc_requests_total";
+    /// gRPC calls refused because `server.max_concurrent_requests` were in flight.
+    pub const GRPC_SHED: &str = "forecourt_grpc_shed_total";
 }
 
 /// The reasons [`names::AUTH_DENIALS`] counts, registered at zero from the start.
@@ -217,6 +222,8 @@ fn describe() {
     describe_gauge!(names::AUTH_TOKENS, "API tokens accepted now");
     describe_counter!(names::HTTP_SHED, "HTTP requests refused at the concurrency limit");
     describe_counter!(names::HTTP_TIMEOUTS, "HTTP requests that ran out of time");
+    describe_counter!(names::GRPC_REQUESTS, "gRPC calls by method and status code");
+    describe_counter!(names::GRPC_SHED, "gRPC calls refused at the concurrency limit");
     // Present from the start, so a rate over them is defined before the first refusal.
     for reason in DENIAL_REASONS {
         metrics::counter!(names::AUTH_DENIALS, "reason" => *reason).absolute(0);
@@ -224,6 +231,7 @@ fn describe() {
     metrics::counter!(names::AUTH_DENIALS_NOT_AUDITED).absolute(0);
     metrics::counter!(names::HTTP_SHED).absolute(0);
     metrics::counter!(names::HTTP_TIMEOUTS).absolute(0);
+    metrics::counter!(names::GRPC_SHED).absolute(0);
     metrics::counter!(names::REJECTED).absolute(0);
     metrics::counter!(names::STORE_WRITES).absolute(0);
     metrics::counter!(names::FLEET_OUTBOX_DROPPED).absolute(0);

@@ -29,7 +29,9 @@ pub use mqtt::{Broker, Message, Subscription, User};
 pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tls::{TestCertificates, certificate_serial, served_certificate_serial};
 pub use tokens::{add_token, token_command};
-pub use tools::{TritonTensors, ensure_apt, ensure_pip, ensure_pip_pinned, promtool_check, shap_parity, triton_infer};
+pub use tools::{
+    TritonTensors, ensure_apt, ensure_pip, ensure_pip_pinned, promtool_check, shap_parity, triton_grpc, triton_infer,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -152,6 +154,28 @@ pub fn golden(plugin: &str) -> Vec<Golden> {
             Golden { request, expected }
         })
         .collect()
+}
+
+/// A golden car-price row asking for one forecast: two model rows ([2, 17] features).
+pub fn golden_car_with_forecast() -> Golden {
+    golden("car-price")
+        .into_iter()
+        .find(|row| row.request["forecast_months"].as_array().is_some_and(|months| months.len() == 1))
+        .expect("a golden row with one forecast month")
+}
+
+/// The tensors the example plugin `plugin` (e.g. `car_price`) makes of a client request, as
+/// `forecourt plugin preprocess` prints them: `[{"name", "shape", "data": {"type", "values"}}]`.
+pub fn preprocess(plugin: &str, request: &serde_json::Value) -> Vec<serde_json::Value> {
+    let output = Command::new(forecourt_binary())
+        .args(["plugin", "preprocess"])
+        .arg(example_plugin(plugin))
+        .arg(request.to_string())
+        .output()
+        .expect("forecourt runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let tensors: serde_json::Value = serde_json::from_slice(&output.stdout).expect("tensors as JSON");
+    tensors.as_array().expect("a list of tensors").clone()
 }
 
 /// Asserts `actual` is within `tolerance` (relative) of `expected`.

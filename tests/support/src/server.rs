@@ -205,6 +205,12 @@ impl ServerBuilder {
             .env("FORECOURT_SERVER__TLS__KEY_FILE", certificates.key.display().to_string())
     }
 
+    /// Also serves the Open Inference Protocol over gRPC, on a free port of its own
+    /// ([`Server::grpc_address`] finds it).
+    pub fn grpc(self) -> Self {
+        self.env("FORECOURT_GRPC__LISTEN", "127.0.0.1:0")
+    }
+
     /// Sets an environment variable of the server, e.g. `("FORECOURT_SERVER__MAX_BATCH", "3")`.
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
         self.env.push((key.to_owned(), Some(value.into())));
@@ -368,6 +374,24 @@ impl Server {
     /// The process id of the current run.
     pub fn pid(&self) -> u32 {
         self.lock_child().as_ref().expect("the server is running").id()
+    }
+
+    /// `127.0.0.1:PORT` of the gRPC listener of the current run (started with
+    /// [`ServerBuilder::grpc`]), from the line the server prints after its HTTP address.
+    pub fn grpc_address(&self) -> String {
+        const PREFIX: &str = "forecourt grpc listening on ";
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            // The last run's line: a restart may have moved the port.
+            let stdout = self.stdout();
+            if let Some(address) = stdout.lines().filter_map(|line| line.strip_prefix(PREFIX)).next_back() {
+                let port = address.trim().rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok());
+                let port = port.unwrap_or_else(|| panic!("unexpected gRPC address line {address:?}"));
+                return format!("127.0.0.1:{port}");
+            }
+            assert!(Instant::now() < deadline, "the server printed no gRPC address; stdout: {stdout:?}");
+            std::thread::sleep(POLL);
+        }
     }
 
     /// Everything the server printed on stdout (all runs).

@@ -196,3 +196,20 @@ pub fn shap_parity(host_port: &str, bundle: &str) -> serde_json::Value {
     assert!(output.status.success(), "shap_parity.py failed: {report}\n{}", String::from_utf8_lossy(&output.stderr));
     report
 }
+
+/// Runs `tests/triton_grpc.py` (Triton's own gRPC client, tritonclient.grpc, installed when
+/// missing) against the gRPC listener at `host_port`: it makes each call of `calls` in turn
+/// (see the script) and reports, per call, `{"ok": ...}` or `{"error": {"code", "message"}}`.
+pub fn triton_grpc(host_port: &str, calls: &serde_json::Value) -> Vec<serde_json::Value> {
+    ensure_pip("tritonclient[grpc]", "tritonclient.grpc");
+    let output = Command::new("python3")
+        .arg(crate::repo_root().join("tests/triton_grpc.py"))
+        .arg(host_port)
+        .arg(calls.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "triton_grpc.py failed:\n{}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    report.as_array().expect("one result per call").clone()
+}
