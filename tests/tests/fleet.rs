@@ -759,8 +759,9 @@ fn hostile_ids_names_and_versions_touch_nothing_outside_their_folder_and_the_app
     let pushed = push(&kit, &broker, &kit.package("1.1.0", Packaging::Signed), "kiosk-h", "hostile-base", &[]);
     assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
     let before = Untouched::of(&server);
-    // bundle.toml, bundle.sig, the plugin, the model, and training's metrics.json and profile.json.
-    assert_eq!(before.installed.len(), 6, "the deployed 1.1.0 is on disk: {before:?}");
+    // bundle.toml, bundle.sig, the plugin, the model, and training's metrics.json,
+    // profile.json and trees.json.
+    assert_eq!(before.installed.len(), 7, "the deployed 1.1.0 is on disk: {before:?}");
     let versions = car_price_versions(&server);
 
     let long = "x".repeat(65);
