@@ -564,13 +564,13 @@ fn while_the_broker_is_down_the_appliance_serves_and_queues_then_delivers_everyt
     assert_eq!(received, expected, "events must arrive complete and in audit order");
     assert!(received.iter().any(|(_, kind)| kind == "deployment_finished"));
 
-    // Metrics snapshots taken during the outage arrive too.
+    // Metrics snapshots taken during the outage arrive too: awaited, since the test's own
+    // subscriber reconnects to the restarted broker on its own time.
+    let after_promotion = |m: &Message| m.json()["time"].as_str().is_some_and(|time| time > promoted_at.as_str());
+    let arrived = metrics.wait_for(WAIT, after_promotion);
     let snapshot_times: Vec<String> =
-        metrics.received().iter().map(|m| m.json()["time"].as_str().unwrap().to_owned()).collect();
-    assert!(
-        snapshot_times.iter().any(|time| *time > promoted_at),
-        "no snapshot from the outage arrived: {snapshot_times:?}"
-    );
+        metrics.received().iter().map(|m| m.json()["time"].as_str().unwrap_or_default().to_owned()).collect();
+    assert!(arrived.is_some(), "no snapshot from the outage arrived: {snapshot_times:?}");
 }
 
 /// Waits for the `deployment_finished` audit record of `deployment`; its time (RFC 3339,
