@@ -245,6 +245,7 @@ impl Pipeline {
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut record = prediction_record(bundle, id, input_sha256, input, &inference.response, latency_ms);
         origin.stamp(&mut record);
+        record.explanation = inference.explanation.as_ref().map(explanation_json);
         self.store.record(record).await?;
         Ok(Prediction {
             id,
@@ -257,18 +258,23 @@ impl Pipeline {
     }
 
     /// A batch of instances (each a JSON value) in one model run; each instance's failure
-    /// is reported in its place without failing the others.
+    /// is reported in its place without failing the others. With `explain`, each answer
+    /// carries its explanation (the whole batch is refused for a bundle without trees).
     pub async fn predict_batch(
         &self,
         bundle: &str,
         instances: Vec<Value>,
         origin: Origin<'_>,
+        explain: bool,
     ) -> Result<BatchPrediction, PipelineError> {
         let started = Instant::now();
         if instances.len() > self.max_batch {
             return Err(PipelineError::BatchTooLarge { size: instances.len(), max: self.max_batch });
         }
         let active = self.active(bundle)?;
+        if explain && active.explainer().is_none() {
+            return Err(PipelineError::Inference(ExplainError::Unavailable.into()));
+        }
         let metrics = self.metrics.of(&active);
         let job_bundle = Arc::clone(&active);
         let store_inputs = self.store_inputs;
@@ -276,7 +282,7 @@ impl Pipeline {
             .submit(move || {
                 let requests: Vec<String> = instances.iter().map(Value::to_string).collect();
                 let refs: Vec<&str> = requests.iter().map(String::as_str).collect();
-                let results = job_bundle.infer_batch(&refs);
+                let results = job_bundle.infer_batch(&refs, explain);
                 results
                     .into_iter()
                     .zip(&requests)
@@ -301,6 +307,7 @@ impl Pipeline {
                 let id = Uuid::now_v7();
                 let mut record = prediction_record(&active, id, digest, input, &inference.response, latency_ms);
                 origin.stamp(&mut record);
+                record.explanation = inference.explanation.as_ref().map(explanation_json);
                 records.push(record);
                 Ok(Prediction {
                     id,
@@ -308,7 +315,7 @@ impl Pipeline {
                     version: active.version().to_string(),
                     outputs: inference.response,
                     latency_ms,
-                    explanation: None,
+                    explanation: inference.explanation,
                 })
             })
             .collect();
@@ -423,7 +430,14 @@ fn prediction_record(
         latency_ms,
         token_id: None,
         client_request_id: None,
+        explanation: None,
     }
+}
+
+/// An explanation as the record keeps it: the JSON the client was answered with.
+fn explanation_json(explanation: &Explanation) -> Value {
+    // Plain data (strings, finite numbers, maps): serialising it cannot fail.
+    serde_json::to_value(explanation).unwrap_or(Value::Null)
 }
 
 /// Who asked for a prediction, kept in its record: the API token (by its id, never the

@@ -39,8 +39,7 @@ fn price_tolerance(price: f64) -> f64 {
 /// Baseline plus contributions is the price the appliance returned, within
 /// [`price_tolerance`]; the contributions come largest first.
 #[track_caller]
-fn assert_adds_up(reply: &Reply, price: f64) {
-    let explanation = &reply.json["explanation"];
+fn assert_adds_up(explanation: &Value, price: f64) {
     let contributions = explanation["contributions"].as_array().unwrap();
     let total: f64 = contributions.iter().map(|c| c["contribution"].as_f64().unwrap()).sum();
     let baseline = explanation["baseline"].as_f64().unwrap();
@@ -61,7 +60,7 @@ fn a_car_price_explanation_adds_up_follows_mileage_and_names_the_top_fields() {
     let request = with(car(), "mileage", json!(20000));
     let reply = explain(&server, "car-price", &request);
     let price = reply.json["outputs"]["price"].as_f64().unwrap();
-    assert_adds_up(&reply, price);
+    assert_adds_up(&reply.json["explanation"], price);
     let explanation = &reply.json["explanation"];
     assert_eq!(explanation["method"], "tree_shap_path_dependent");
     assert_eq!(explanation["unit"], "USD");
@@ -85,7 +84,7 @@ fn a_car_price_explanation_adds_up_follows_mileage_and_names_the_top_fields() {
     // Twice the mileage: a lower price, and mileage's contribution is what drops.
     let doubled = explain(&server, "car-price", &with(car(), "mileage", json!(40000)));
     let doubled_price = doubled.json["outputs"]["price"].as_f64().unwrap();
-    assert_adds_up(&doubled, doubled_price);
+    assert_adds_up(&doubled.json["explanation"], doubled_price);
     let (before, after) = (contribution(explanation, "mileage"), contribution(&doubled.json["explanation"], "mileage"));
     assert!(doubled_price < price, "{doubled_price} vs {price}");
     assert!(after < before, "mileage contribution {after} at 40,000 mi vs {before} at 20,000 mi");
@@ -110,12 +109,67 @@ fn a_car_price_explanation_adds_up_follows_mileage_and_names_the_top_fields() {
 }
 
 #[test]
+fn a_batch_is_explained_instance_by_instance_and_the_stored_records_keep_the_explanations() {
+    let server = Server::start(&all_bundles());
+    let cars = [with(car(), "mileage", json!(20000)), json!({"make": "saab"}), with(car(), "make", json!("cadillac"))];
+    let batch = server.post_json("/v1/predict/car-price/batch?explain=true", &json!({"instances": cars}));
+    assert_eq!(batch.status, 200, "{batch:?}");
+    let items = batch.json["predictions"].as_array().unwrap();
+    assert_eq!((batch.json["succeeded"].clone(), batch.json["failed"].clone()), (json!(2), json!(1)), "{}", batch.json);
+    // The incomplete car is refused in its place, with no explanation; the others are explained
+    // each from its own row, as one at a time would be.
+    assert_eq!(items[1]["error"]["code"], "missing_field", "{}", items[1]);
+    assert!(items[1].get("explanation").is_none(), "{}", items[1]);
+    for index in [0, 2] {
+        let item = &items[index];
+        let price = item["outputs"]["price"].as_f64().unwrap();
+        assert_adds_up(&item["explanation"], price);
+        let alone = explain(&server, "car-price", &cars[index]);
+        assert_eq!(alone.json["outputs"]["price"], item["outputs"]["price"]);
+        for field in ["make", "mileage"] {
+            let (batched, single) =
+                (contribution(&item["explanation"], field), contribution(&alone.json["explanation"], field));
+            assert!((batched - single).abs() < 1e-6, "{field}: {batched} in the batch, {single} alone");
+        }
+        // What was answered is what is stored: GET /v1/predictions/{id} has the same explanation.
+        let stored = server.get(&format!("/v1/predictions/{}", item["prediction_id"].as_str().unwrap()));
+        assert_eq!(stored.json["explanation"], item["explanation"], "{}", stored.json);
+    }
+    let single = explain(&server, "car-price", &car());
+    let stored = server.get(&format!("/v1/predictions/{}", single.json["prediction_id"].as_str().unwrap()));
+    assert_eq!(stored.json["explanation"], single.json["explanation"]);
+
+    // Without the parameter: no explanation answered, none stored.
+    let plain = server.post_json("/v1/predict/car-price/batch", &json!({"instances": [car()]}));
+    let item = &plain.json["predictions"][0];
+    assert!(item.get("explanation").is_none(), "{item}");
+    let stored = server.get(&format!("/v1/predictions/{}", item["prediction_id"].as_str().unwrap()));
+    assert_eq!(stored.status, 200);
+    assert!(stored.json.get("explanation").is_none(), "{}", stored.json);
+
+    // iris has no trees: the whole batch is refused before anything runs.
+    let iris = json!({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2});
+    let refused = server.post_json("/v1/predict/iris/batch?explain=true", &json!({"instances": [iris]}));
+    assert_eq!(
+        (refused.status, &refused.json["error"]["code"]),
+        (422, &json!("explanations_unavailable")),
+        "{refused:?}"
+    );
+    let bad = server.post_json("/v1/predict/car-price/batch?explain=yes", &json!({"instances": [car()]}));
+    assert_eq!((bad.status, &bad.json["error"]["field"]), (422, &json!("explain")), "{bad:?}");
+    let document = server.get("/openapi.json").json;
+    let batch_item = &document["components"]["schemas"]["CarPriceBatchResponse"]["properties"]["predictions"]["items"];
+    assert!(batch_item["properties"]["explanation"].is_object(), "{batch_item}");
+    assert!(document["paths"]["/v1/predict/car-price/batch"]["post"]["parameters"].to_string().contains("\"explain\""));
+}
+
+#[test]
 fn a_forecast_is_split_into_age_and_mileage_in_numbers_and_words() {
     let server = Server::start(&all_bundles());
     let request = with(with(car(), "forecast_months", json!([12, 36])), "annual_mileage", json!(10000));
     let reply = explain(&server, "car-price", &request);
     let price = reply.json["outputs"]["price"].as_f64().unwrap();
-    assert_adds_up(&reply, price);
+    assert_adds_up(&reply.json["explanation"], price);
     let steps = reply.json["explanation"]["forecast"].as_array().unwrap().clone();
     let forecast = reply.json["outputs"]["forecast"].as_array().unwrap().clone();
     assert_eq!(steps.len(), 2, "{}", reply.json);
@@ -146,7 +200,7 @@ fn housing_is_explained_per_field_and_iris_answers_explanations_unavailable() {
     let row = golden("housing").into_iter().next().unwrap();
     let reply = explain(&server, "housing", &row.request);
     let price = reply.json["outputs"]["price"].as_f64().unwrap();
-    assert_adds_up(&reply, price);
+    assert_adds_up(&reply.json["explanation"], price);
     let explanation = &reply.json["explanation"];
     let neighborhood =
         explanation["contributions"].as_array().unwrap().iter().find(|c| c["field"] == "neighborhood").unwrap();

@@ -13,6 +13,7 @@ use super::manifest::{DEFAULT_TOLERANCE, MANIFEST_FILE, Manifest};
 use super::profile::{DriftWindow, MAX_PROFILE_BYTES, Profile};
 use super::signature::TrustedKeys;
 use super::stats::VersionStats;
+use super::training::TrainingFigures;
 use crate::explain::{Ensemble, ExplainError, Explainer, Explanation, Vocabulary};
 use crate::model::{Model, ModelError, OnnxRuntime};
 use crate::plugin::{Plugin, PluginHost};
@@ -114,8 +115,9 @@ impl BundleLoader {
             version: version.clone(),
             reason,
         })?;
+        let training = super::training::read(&manifest, &dir);
         let stats = VersionStats::default();
-        let bundle = Bundle { manifest, dir, plugin, model, signed_by, stats, accuracy, drift, explainer };
+        let bundle = Bundle { manifest, dir, plugin, model, signed_by, stats, accuracy, training, drift, explainer };
         bundle.check_interface().map_err(|reason| BundleError::Check { name, version, reason })?;
         Ok(bundle)
     }
@@ -215,6 +217,8 @@ pub struct Bundle {
     stats: VersionStats,
     /// How right its predictions turned out, as outcomes are recorded.
     accuracy: VersionAccuracy,
+    /// What training measured on held-out rows (metrics.json), to compare the live figures with.
+    training: Option<TrainingFigures>,
     /// The latest features it fed its model, when the bundle carries a training profile.
     drift: Option<DriftWindow>,
     /// Explains predictions, when the bundle carries its trees.
@@ -301,10 +305,7 @@ impl Bundle {
             drift.observe(&tensors);
         }
         let explanation = match (&self.explainer, explain) {
-            (Some(explainer), true) => {
-                let parsed: Value = serde_json::from_str(request).unwrap_or(Value::Null);
-                Some(explainer.explain(&parsed, &tensors, &outputs)?)
-            }
+            (Some(explainer), true) => Some(explain_one(explainer, request, &tensors, &outputs)?),
             _ => None,
         };
         let post_started = Instant::now();
@@ -323,8 +324,9 @@ impl Bundle {
 
     /// A batch: each request preprocessed in its own instance, the valid ones stacked
     /// into one model run, each postprocessed in its own instance. One request's failure
-    /// is its own: the others are answered.
-    pub fn infer_batch(&self, requests: &[&str]) -> Vec<Result<Inference, InferenceError>> {
+    /// is its own: the others are answered. With `explain` (and the bundle's trees), each
+    /// answer is explained from its own row of the run.
+    pub fn infer_batch(&self, requests: &[&str], explain: bool) -> Vec<Result<Inference, InferenceError>> {
         let mut plugin_times = vec![Duration::ZERO; requests.len()];
         let mut failures: Vec<Option<InferenceError>> = Vec::with_capacity(requests.len());
         let mut instances = Vec::with_capacity(requests.len());
@@ -351,6 +353,8 @@ impl Bundle {
                 Box::new(std::iter::repeat_with(move || Err(ModelError::Run { reason: reason.clone() }.into())))
             }
         };
+        let mut inputs = instances.iter();
+        let explainer = self.explainer.as_deref().filter(|_| explain);
 
         failures
             .into_iter()
@@ -359,7 +363,10 @@ impl Bundle {
                 if let Some(error) = failure {
                     return Err(error);
                 }
+                let tensors = inputs.next().expect("one input per valid instance");
                 let outputs = outputs.next().expect("one model result per valid instance")?;
+                let explanation =
+                    explainer.map(|explainer| explain_one(explainer, request, tensors, &outputs)).transpose()?;
                 let started = Instant::now();
                 let response = self.postprocess_fresh(request, &outputs)?;
                 Ok(Inference {
@@ -367,7 +374,7 @@ impl Bundle {
                     outputs,
                     plugin_time: plugin_time + started.elapsed(),
                     inference_time,
-                    explanation: None,
+                    explanation,
                 })
             })
             .collect()
@@ -414,6 +421,10 @@ impl Bundle {
     }
 
     /// The features this version fed its model lately, against its training profile.
+    pub fn training(&self) -> Option<&TrainingFigures> {
+        self.training.as_ref()
+    }
+
     pub fn drift(&self) -> Option<&DriftWindow> {
         self.drift.as_ref()
     }
@@ -466,6 +477,18 @@ impl Bundle {
         }
         Ok(())
     }
+}
+
+/// One request's explanation from the tensors its model run took and gave; the request's
+/// JSON supplies each field's value as the client wrote it.
+fn explain_one(
+    explainer: &Explainer,
+    request: &str,
+    inputs: &[Tensor],
+    outputs: &[Tensor],
+) -> Result<Explanation, ExplainError> {
+    let parsed: Value = serde_json::from_str(request).unwrap_or(Value::Null);
+    explainer.explain(&parsed, inputs, outputs)
 }
 
 fn compare(output: &Tensor, expected: &[f64], tolerance: f64) -> Result<(), String> {

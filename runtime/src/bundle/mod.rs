@@ -26,6 +26,7 @@ mod profile;
 mod registry;
 pub mod signature;
 mod stats;
+mod training;
 
 pub use accuracy::{AccuracyReport, ConfusionMatrix, Counts, Figures, Point, RECENT_OUTCOMES, VersionAccuracy};
 pub use config::{BundlesConfig, TrustConfig};
@@ -39,3 +40,4 @@ pub use profile::{DriftWindow, Feature, Profile, WindowCounts};
 pub use registry::{BundleSummary, CanarySummary, LoadReport, Registry};
 pub use signature::{SIGNATURE_FILE, TrustedKeys};
 pub use stats::{StatsSnapshot, VersionStats};
+pub use training::TrainingFigures;

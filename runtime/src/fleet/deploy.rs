@@ -757,8 +757,8 @@ fn judge_accuracy(
         Some(active) => {
             let now = active.accuracy().counts();
             let window = before.1.as_ref().map_or_else(|| now.clone(), |earlier| now.since(earlier));
-            let training = crate::quality::training_figures(active)
-                .and_then(|figures| figures.mape.or(figures.accuracy.map(|accuracy| 1.0 - accuracy)));
+            let training =
+                active.training().and_then(|figures| figures.mape.or(figures.accuracy.map(|accuracy| 1.0 - accuracy)));
             Baselines { window, since_loaded: now, training }
         }
         None => Baselines { window: Counts::default(), since_loaded: Counts::default(), training: None },

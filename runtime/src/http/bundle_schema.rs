@@ -291,8 +291,10 @@ fn batch_response_schema(bundle: &BundleSummary, outputs: &str) -> Schema {
         .property("index", ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
         .property("prediction_id", string())
         .property("outputs", Ref::from_schema_name(outputs))
-        .property("error", Ref::from_schema_name("ErrorDetail"))
-        .required("index");
+        .property("error", Ref::from_schema_name("ErrorDetail"));
+    let item =
+        if bundle.explainable { item.property("explanation", Ref::from_schema_name("Explanation")) } else { item }
+            .required("index");
     let count = || ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0));
     ObjectBuilder::new()
         .schema_type(Type::Object)

@@ -86,6 +86,9 @@ pub struct BatchItem {
     pub outputs: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
+    /// With `?explain=true`, for an answered instance: as on /v1/predict/{bundle}.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
 }
 
 /// One prediction: the request through the bundle's plugin and model.
@@ -132,9 +135,10 @@ pub async fn predict(
 }
 
 /// Several predictions in one model run; each instance's error is reported at its index.
+/// `?explain=true` explains each answered instance.
 #[utoipa::path(
     post, path = "/v1/predict/{bundle}/batch", tag = "predictions",
-    params(("bundle" = String, Path, description = "Bundle name")),
+    params(("bundle" = String, Path, description = "Bundle name"), PredictQuery),
     request_body = BatchRequest,
     responses(
         (status = 200, description = "One answer per instance, in order: outputs, or the instance's error", body = BatchResponse),
@@ -142,7 +146,7 @@ pub async fn predict(
         (status = 404, description = "Unknown bundle", body = super::error::ErrorBody),
         (status = 413, description = "Body too large", body = super::error::ErrorBody),
         (status = 415, description = "Not application/json", body = super::error::ErrorBody),
-        (status = 422, description = "`instances` missing, not an array, empty or over server.max_batch", body = super::error::ErrorBody),
+        (status = 422, description = "`instances` missing, not an array, empty or over server.max_batch; or `explanations_unavailable`: explain=true on a bundle without trees", body = super::error::ErrorBody),
         (status = 429, description = "At capacity", body = super::error::ErrorBody),
         (status = 500, description = "The plugin or model failed for the whole batch", body = super::error::ErrorBody),
         (status = 503, description = "Starting or draining", body = super::error::ErrorBody),
@@ -153,13 +157,16 @@ pub async fn predict_batch(
     Path(bundle): Path<String>,
     Extension(caller): Extension<Caller>,
     client: Option<Extension<ClientRequestId>>,
+    RawQuery(query): RawQuery,
     JsonBody(batch): JsonBody<BatchRequest>,
 ) -> Result<(Extension<Served>, Json<BatchResponse>), ApiError> {
     ensure_ready(&state)?;
+    let explain = PredictQuery::parse(query.as_deref())?.explain.unwrap_or(false);
     if batch.instances.is_empty() {
         return Err(ApiError::invalid_field("instances", "`instances` must hold at least one instance"));
     }
-    let answer = state.pipeline.predict_batch(&bundle, batch.instances, origin(&caller, client.as_ref())).await?;
+    let origin = origin(&caller, client.as_ref());
+    let answer = state.pipeline.predict_batch(&bundle, batch.instances, origin, explain).await?;
     let predictions: Vec<BatchItem> = answer
         .results
         .into_iter()
@@ -170,10 +177,15 @@ pub async fn predict_batch(
                 prediction_id: Some(prediction.id.to_string()),
                 outputs: Some(prediction.outputs),
                 error: None,
+                explanation: prediction.explanation,
             },
-            Err(error) => {
-                BatchItem { index, prediction_id: None, outputs: None, error: Some(ApiError::from(error).detail()) }
-            }
+            Err(error) => BatchItem {
+                index,
+                prediction_id: None,
+                outputs: None,
+                error: Some(ApiError::from(error).detail()),
+                explanation: None,
+            },
         })
         .collect();
     let failed = predictions.iter().filter(|item| item.error.is_some()).count();

@@ -16,7 +16,6 @@ mod config;
 pub mod drift;
 mod error;
 mod outcome;
-mod training;
 
 use std::sync::Arc;
 
@@ -29,9 +28,8 @@ pub use config::QualityConfig;
 pub use drift::{DriftFigures, DriftStatus};
 pub use error::QualityError;
 pub use outcome::{StoredOutcome, number_or_string};
-pub use training::{TrainingFigures, figures as training_figures};
 
-use crate::bundle::{AccuracyReport, Bundle, Figures, OutcomeSpec, Registry};
+use crate::bundle::{AccuracyReport, Bundle, Figures, OutcomeSpec, Registry, TrainingFigures};
 use crate::store::{AuditKind, PredictionRecord, Store, Table, now_unix_ms, rfc3339_millis};
 use crate::telemetry::names;
 
@@ -336,7 +334,7 @@ impl Quality {
                 active: role.active,
                 canary: role.canary,
                 live: bundle.manifest().outcome.is_some().then(|| bundle.accuracy().report()),
-                training: training::figures(&bundle),
+                training: bundle.training().cloned(),
             })
             .collect();
         Ok(BundleQuality { bundle: name.to_owned(), outcome, versions })
@@ -363,7 +361,7 @@ fn publish_drift(name: &str, version: &str, figures: &DriftFigures) {
 /// Sets the version's quality gauges: its live figures, and training's beside them.
 fn publish(bundle: &Bundle) {
     let (name, version) = (bundle.name().to_owned(), bundle.version().to_string());
-    if let Some(training) = training::figures(bundle) {
+    if let Some(training) = bundle.training() {
         for (metric, value) in training.numbers() {
             let labels = [("bundle", name.clone()), ("version", version.clone()), ("metric", metric.to_owned())];
             metrics::gauge!(names::TRAINING_METRIC, &labels).set(value);

@@ -27,6 +27,10 @@ pub struct PredictionRecord {
     /// The client's own `x-request-id`, kept beside ours (`id`); absent when it sent none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_request_id: Option<String>,
+    /// Why this value, as the client was answered, when it asked (`?explain=true`); kept so
+    /// that the valuation a dealer showed can be explained again later, as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<serde_json::Value>,
 }
 
 /// What an audit event records.

@@ -23,6 +23,7 @@ fn prediction_at(id: Uuid, n: u64) -> PredictionRecord {
         latency_ms: 0.5,
         token_id: n.is_multiple_of(2).then(|| "0123456789abcdef".to_owned()),
         client_request_id: n.is_multiple_of(3).then(|| format!("kiosk-7:{n}")),
+        explanation: n.is_multiple_of(5).then(|| json!({"baseline": 1.25, "contributions": [{"field": "petal"}]})),
     }
 }
 

@@ -1,9 +1,12 @@
-//! The cost of explaining a car-price valuation (300 trees of depth 3, 17 columns): exact
-//! TreeSHAP of one row alone, the whole explanation (SHAP, per-field sums, the words), and
-//! one prediction through the loaded bundle (fresh plugin instance, ONNX Runtime run)
-//! without and with `explain`, as `POST /v1/predict/car-price` and `?explain=true` run it.
+//! What model quality costs a car-price prediction, beside the prediction itself (one
+//! request through the loaded bundle: fresh plugin instance, ONNX Runtime run, as
+//! `POST /v1/predict/car-price` runs it on a worker):
+//! - explaining it (300 trees of depth 3, 17 columns): exact TreeSHAP of one row alone, the
+//!   whole explanation (SHAP, per-field sums, the words), and the prediction with `explain`;
+//! - the drift window: counting one request's features into a full window of 1000 rows
+//!   alone, and the prediction with the window kept against without (`[quality] drift`).
 //!
-//!     cargo bench -p forecourt --bench explain
+//!     cargo bench -p forecourt --bench quality
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -18,17 +21,24 @@ use forecourt_testkit::{ensure_onnxruntime, example_bundles};
 const REQUEST: &str = r#"{"make": "chevrolet", "body": "sedan", "mileage": 20105, "cylinders": 6,
     "doors": 4, "cruise": true, "sound": false, "leather": true}"#;
 
-fn car_price() -> Bundle {
+/// The appliance's default window: `[quality] drift_window`.
+const DRIFT_WINDOW: usize = 1000;
+
+/// car-price as the appliance loads it; `drift_window` 0 keeps no window (drift off).
+fn car_price(drift_window: usize) -> Bundle {
     ensure_onnxruntime();
     let runtime = OnnxRuntime::init(&OnnxRuntimeConfig::default()).expect("ONNX Runtime");
     let host = PluginHost::new(&PluginConfig::default(), None).expect("plugin host");
     let versions = example_bundles().join("car-price");
     let dir = std::fs::read_dir(&versions).expect("car-price bundle").next().expect("a version").expect("entry").path();
-    BundleLoader::new(Arc::new(host), runtime, 1).load(&dir).expect("car-price bundle loads")
+    BundleLoader::new(Arc::new(host), runtime, 1)
+        .with_drift_window(drift_window)
+        .load(&dir)
+        .expect("car-price bundle loads")
 }
 
 fn explain(c: &mut Criterion) {
-    let bundle = car_price();
+    let bundle = car_price(0);
     let explainer = bundle.explainer().expect("car-price carries trees.json");
     let tensors = bundle.plugin().preprocess(REQUEST).expect("preprocess");
     let outputs = bundle.model().run(&tensors).expect("run");
@@ -55,5 +65,22 @@ fn explain(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, explain);
+fn drift(c: &mut Criterion) {
+    let plain = car_price(0);
+    let watched = car_price(DRIFT_WINDOW);
+    let window = watched.drift().expect("car-price carries profile.json");
+    let tensors = watched.plugin().preprocess(REQUEST).expect("preprocess");
+    // Full, as under steady traffic: each request then also drops the oldest row.
+    for _ in 0..DRIFT_WINDOW {
+        window.observe(&tensors);
+    }
+    assert_eq!(window.counts().rows, DRIFT_WINDOW);
+    c.bench_function("car_price_drift_observe_one_row", |b| b.iter(|| window.observe(black_box(&tensors))));
+    let mut group = c.benchmark_group("car_price_predict_drift");
+    group.bench_function("off", |b| b.iter(|| black_box(plain.infer(black_box(REQUEST)).expect("infer"))));
+    group.bench_function("on", |b| b.iter(|| black_box(watched.infer(black_box(REQUEST)).expect("infer"))));
+    group.finish();
+}
+
+criterion_group!(benches, explain, drift);
 criterion_main!(benches);

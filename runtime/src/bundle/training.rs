@@ -1,13 +1,15 @@
 //! The figures a bundle's training measured on held-out rows (`metrics.test` of the
 //! metrics.json that `train.py` writes and the bundle carries, signed), to stand beside the
-//! live ones.
+//! live ones. Read once, when the bundle loads; a bundle whose file is unusable still
+//! serves, without the figures (they are for display and a canary's last baseline).
 
 use std::io::Read;
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bundle::Bundle;
+use super::Manifest;
 
 /// The most of metrics.json read: it is a page of figures, not data.
 const MAX_METRICS_BYTES: u64 = 1 << 20;
@@ -42,11 +44,11 @@ impl TrainingFigures {
     }
 }
 
-/// The bundle's training figures; `None` when it carries no metrics.json, or one without
-/// `metrics.test` (a warning says which).
-pub fn figures(bundle: &Bundle) -> Option<TrainingFigures> {
-    let file = bundle.manifest().training.metrics.as_ref()?;
-    let path = bundle.dir().join(&file.file);
+/// The training figures of the bundle in `dir`; `None` when it carries no metrics.json, or
+/// one without `metrics.test` (a warning says which).
+pub(super) fn read(manifest: &Manifest, dir: &Path) -> Option<TrainingFigures> {
+    let file = manifest.training.metrics.as_ref()?;
+    let path = dir.join(&file.file);
     let mut text = String::new();
     let read = std::fs::File::open(&path).and_then(|f| f.take(MAX_METRICS_BYTES).read_to_string(&mut text));
     let parsed = read.map_err(|error| error.to_string()).and_then(|_| parse(&text));
