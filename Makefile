@@ -43,8 +43,8 @@ run: bundles ## Build everything and serve the example bundles on 127.0.0.1:8080
 	FORECOURT_GRPC__LISTEN=127.0.0.1:8081 $(FORECOURT) serve
 
 .PHONY: load
-load: bundles ## Load benchmark: car-price at 32 connections with wrk; prints requests/s, p50, p99.
-	bench/load.sh
+load: bundles ## Load benchmark: /health, /v1 durable and relaxed, /v2 JSON and binary, gRPC, batch; req/s, p50, p99, CPU, RSS, disk.
+	bench/suite.sh
 
 # The browser libraries the pages are built with, committed under runtime/assets/web/vendor
 # with their licences: fetched from the npm registry, each tarball's sha256 pinned here.

@@ -1,8 +1,10 @@
-# What the load benchmarks share (sourced by bench/load.sh and bench/v2.sh, after they set
+# What the load benchmarks share (sourced by bench/suite.sh and bench/load.sh, after they set
 # BUNDLES and LOG_LEVEL): wrk, the release binary, a scratch folder removed at exit, and one
 # appliance at a time on a free port with a fresh data folder.
 #
-# Sets $binary and $scratch; start_server sets $server and $address; stop_server ends it.
+# Sets $binary, $target_dir and $scratch; start_server sets $server, $address and
+# $grpc_address (the gRPC port, also on a free port; empty for a build without gRPC); stop_server ends it; cpu_ticks reads
+# its CPU time.
 
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
@@ -10,23 +12,31 @@ fi
 [ -d "$BUNDLES/car-price" ] || { echo "no bundles in $BUNDLES: run 'make bundles' first" >&2; exit 1; }
 
 cargo build --release -q -p forecourt
-binary=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/forecourt
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+binary=$target_dir/release/forecourt
 
 scratch=$(mktemp -d)
 server=
 trap 'stop_server; rm -rf "$scratch"' EXIT
 stop_server() { [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }; server=; }
 
+# cpu_ticks: the running appliance's CPU time so far (user + system), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+
 # start_server DATA_DIR [BINARY]: runs the appliance on DATA_DIR; sets $address.
 start_server() {
   local data=$1 program=${2:-$binary}
-  FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
+  FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_GRPC__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
     FORECOURT_LOGGING__LEVEL="$LOG_LEVEL" "$program" serve >"$data/stdout" 2>"$data/stderr" &
   server=$!
   address=
   for _ in $(seq 1 300); do
     address=$(sed -n 's/^forecourt listening on //p' "$data/stdout")
-    [ -n "$address" ] && curl -sf "$address/health" >/dev/null && return 0
+    if [ -n "$address" ] && curl -sf "$address/health" >/dev/null; then
+      # Printed before the HTTP port answers; absent from a build without gRPC (a baseline).
+      grpc_address=$(sed -n 's/^forecourt grpc listening on //p' "$data/stdout")
+      return 0
+    fi
     kill -0 "$server" 2>/dev/null || { cat "$data/stderr" >&2; exit 1; }
     sleep 0.1
   done

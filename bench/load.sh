@@ -31,7 +31,8 @@ BUNDLES=${BUNDLES:-bundles}
 # shellcheck source=bench/common.sh
 source bench/common.sh
 
-# run LABEL TOKEN [BINARY]: one appliance, warm-up, measured run; appends "LABEL req/s p50 p99 non2xx" to the results.
+# run LABEL TOKEN [BINARY]: one appliance, warm-up, measured run; appends "LABEL req/s p50 p99
+# non2xx RSS stored cpu-us-per-request" to the results.
 run() {
   local label=$1 token=$2 program=${3:-$binary} data
   data=$(mktemp -d -p "$scratch")
@@ -45,55 +46,51 @@ run() {
   start_server "$data" "$program"
   local url="$address/v1/predict/car-price"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${auth[@]}" -s bench/car-price.lua "$url" >/dev/null
-  local result
+  local result ticks
+  ticks=$(cpu_ticks)
   result=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${auth[@]}" -s bench/car-price.lua "$url")
+  ticks=$(($(cpu_ticks) - ticks))
   echo "----- $label -----"
   echo "$result"
   local admin_header=()
   [ -n "$token" ] && admin_header=(-H "Authorization: Bearer $(cat "$data/admin.token")")
   rss=$(curl -s "${admin_header[@]}" "$address/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2/1048576}')
   stored=$(curl -s "${admin_header[@]}" "$address/health/detailed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["stats"]["predictions"])')
-  echo "$result" | awk -v label="$label" -v rss="$rss" -v stored="$stored" '
-    /Requests\/sec/ {rps=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} /non-2xx responses/ {bad=$3}
-    END {printf "%s %s %s %s %s %s %s\n", label, rps, p50, p99, bad, rss, stored}' >>"$scratch/results"
+  echo "$result" | awk -v label="$label" -v rss="$rss" -v stored="$stored" -v ticks="$ticks" -v hz="$(getconf CLK_TCK)" '
+    /requests in/ {count=$1} /Requests\/sec/ {rps=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} /non-2xx responses/ {bad=$3}
+    END {printf "%s %s %s %s %s %s %s %.1f\n", label, rps, p50, p99, bad, rss, stored, ticks / hz * 1e6 / count}' >>"$scratch/results"
   stop_server
 }
 
 : >"$scratch/results"
-first=anonymous second=kiosk-token
-[ -n "${BASELINE:-}" ] && first=this-build second=baseline
-[ "${COMPARE:-}" = drift ] && first=drift-on second=drift-off
+# The two sides of the comparison; each goes first every other round, so that a machine
+# warming up (or a neighbour taking the CPU) favours neither.
+if [ "${COMPARE:-}" = drift ]; then
+  first=drift-on second=drift-off
+  run_first() { run "$first" ""; }
+  run_second() { FORECOURT_QUALITY__DRIFT=false run "$second" ""; }
+elif [ -n "${BASELINE:-}" ]; then
+  first=this-build second=baseline
+  run_first() { run "$first" ""; }
+  run_second() { run "$second" "" "$BASELINE"; }
+else
+  first=anonymous second=kiosk-token
+  run_first() { run "$first" ""; }
+  run_second() { run "$second" "yes"; }
+fi
 for round in $(seq 1 "$ROUNDS"); do
-  if [ "${COMPARE:-}" = drift ]; then
-    # The window is kept unless [quality] drift is off; each goes first every other round.
-    if [ $((round % 2)) = 1 ]; then
-      run "$first" ""
-      FORECOURT_QUALITY__DRIFT=false run "$second" ""
-    else
-      FORECOURT_QUALITY__DRIFT=false run "$second" ""
-      run "$first" ""
-    fi
-  elif [ -n "${BASELINE:-}" ]; then
-    # Each goes first every other round: a machine warming up (or cooling) favours neither.
-    if [ $((round % 2)) = 1 ]; then
-      run "$first" ""
-      run "$second" "" "$BASELINE"
-    else
-      run "$second" "" "$BASELINE"
-      run "$first" ""
-    fi
-  else
-    run "$first" ""
-    run "$second" "yes"
-  fi
+  if [ $((round % 2)) = 1 ]; then run_first; run_second; else run_second; run_first; fi
 done
 
 echo
 echo "summary: car-price, $CONNECTIONS connections, ${DURATION}s runs, $ROUNDS rounds, store durability ${FORECOURT_STORE__DURABILITY:-durable}"
-printf '  %-12s %10s %9s %9s %8s %8s %10s\n' run requests/s p50 p99 non-2xx "RSS MiB" stored
-while read -r label rps p50 p99 bad rss stored; do
-  printf '  %-12s %10s %9s %9s %8s %8s %10s\n' "$label" "$rps" "$p50" "$p99" "$bad" "$rss" "$stored"
+printf '  %-12s %10s %9s %9s %8s %8s %10s %12s\n' run requests/s p50 p99 non-2xx "RSS MiB" stored "CPU us/req"
+while read -r label rps p50 p99 bad rss stored cpu; do
+  printf '  %-12s %10s %9s %9s %8s %8s %10s %12s\n' "$label" "$rps" "$p50" "$p99" "$bad" "$rss" "$stored" "$cpu"
 done <"$scratch/results"
-awk -v first="$first" -v second="$second" '{sum[$1]+=$2; n[$1]++} END {
-  a=sum[first]/n[first]; k=sum[second]/n[second];
-  printf "  mean requests/s: %s %.0f, %s %.0f (%+.1f%%)\n", first, a, second, k, (k-a)/a*100 }' "$scratch/results"
+# CPU time per request is the appliance's own (user + system, from /proc): a virtual
+# machine's steal time, which moves requests/s by tens of percent here, is not in it.
+awk -v first="$first" -v second="$second" '{sum[$1]+=$2; cpu[$1]+=$8; n[$1]++} END {
+  a=sum[first]/n[first]; k=sum[second]/n[second]; ca=cpu[first]/n[first]; ck=cpu[second]/n[second];
+  printf "  mean requests/s: %s %.0f, %s %.0f (%+.1f%%)\n", first, a, second, k, (k-a)/a*100;
+  printf "  mean CPU per request: %s %.1f us, %s %.1f us (%+.1f%%)\n", first, ca, second, ck, (ck-ca)/ca*100 }' "$scratch/results"

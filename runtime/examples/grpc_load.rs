@@ -1,4 +1,4 @@
-//! A load generator for the gRPC port, for bench/v2.sh: the same car-price row the HTTP runs
+//! A load generator for the gRPC port, for bench/suite.sh (`make load`): the same car-price row the HTTP runs
 //! send, as tritonclient.grpc sends it (raw input contents, `price` asked), from N
 //! connections each with one call in flight, on one thread as wrk runs with `-t1`. Prints
 //! wrk's summary lines (`Requests/sec`, the 50% and 99% latencies, non-OK answers) so the

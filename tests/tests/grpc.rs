@@ -212,6 +212,7 @@ fn tokens_and_roles_guard_grpc_as_they_guard_http() {
     let kiosk = add_token(&data_dir, "kiosk", "front-desk", &[]);
     let viewer = add_token(&data_dir, "viewer", "manager", &[]);
     let metrics = add_token(&data_dir, "metrics", "scraper", &[]);
+    let limited = add_token(&data_dir, "kiosk", "limited", &["--rate", "1", "--burst", "2"]);
     let server = Server::builder(&all_bundles()).grpc().data_dir(&data_dir).start();
     let grpc = server.grpc_address();
     let (features, years) = car_inputs(&golden_car_with_forecast());
@@ -240,6 +241,10 @@ fn tokens_and_roles_guard_grpc_as_they_guard_http() {
             with_token(metadata.clone(), Some(&viewer)),
             with_token(json!({"call": "model_ready", "model": "car-price"}), Some(&kiosk)),
             with_token(car_call(&features, &years), Some(&kiosk)),
+            with_token(car_call(&features, &years), Some(&limited)),
+            with_token(car_call(&features, &years), Some(&limited)),
+            with_token(car_call(&features, &years), Some(&limited)),
+            with_token(car_call(&features, &years), Some(&limited)),
         ]),
     );
     assert_eq!((ok(&results[0]), ok(&results[1])), (&json!(true), &json!(true)), "health is open");
@@ -253,6 +258,15 @@ fn tokens_and_roles_guard_grpc_as_they_guard_http() {
     assert_eq!(ok(&results[9])["name"], "car-price");
     assert_eq!(ok(&results[10]), &json!(true));
     assert_eq!(flat(&ok(&results[11])["outputs"]["price"]["data"]).len(), 2);
+    // A token over its rate (burst 2, then 1 a second): RESOURCE_EXHAUSTED, as HTTP's 429,
+    // saying when to retry. Four calls back to back; a slow machine may refill one token.
+    ok(&results[12]);
+    ok(&results[13]);
+    let over: Vec<&Value> = results[14..].iter().filter(|result| result.get("error").is_some()).collect();
+    assert!(!over.is_empty(), "a token with burst 2 made 4 calls unrefused: {:?}", &results[14..]);
+    for result in over {
+        refused(result, "RESOURCE_EXHAUSTED", &["rate", "retry in"]);
+    }
 
     // Denials are counted with HTTP's, by reason.
     let scrape = server.as_token(Some(&metrics)).get("/metrics").text;

@@ -102,11 +102,39 @@ pub fn forecourt_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            let output = Command::new(env!("CARGO"))
-                .current_dir(repo_root())
-                .args(["build", "--release", "-p", "forecourt", "--bin", "forecourt", "--message-format=json"])
-                .output()
-                .expect("cargo runs");
+            let mut cargo = Command::new(env!("CARGO"));
+            cargo.current_dir(repo_root()).args([
+                "build",
+                "--release",
+                "-p",
+                "forecourt",
+                "--bin",
+                "forecourt",
+                "--message-format=json",
+            ]);
+            // What cargo set for this test process is not the build's. ring's build script
+            // reruns when CARGO_MANIFEST_DIR changes, and `make test`'s own build has none:
+            // passed on, it rebuilt ring, rustls and everything on them (3-4 minutes) here,
+            // and again in the next outer build.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("CARGO_PKG_")
+                    || name.starts_with("CARGO_BIN_EXE_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_CRATE_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "CARGO_RUSTC_CURRENT_DIR",
+                        "OUT_DIR",
+                    ]
+                    .contains(&&*name)
+                {
+                    cargo.env_remove(&*name);
+                }
+            }
+            let output = cargo.output().expect("cargo runs");
             assert!(output.status.success(), "building forecourt failed:\n{}", String::from_utf8_lossy(&output.stderr));
             String::from_utf8_lossy(&output.stdout)
                 .lines()
