@@ -1,12 +1,12 @@
-//! What survives the end of a process: every acknowledged prediction through a SIGKILL
-//! under load, and a clean, audited shutdown on SIGTERM.
+//! What survives the end of a process: every acknowledged prediction through SIGKILLs
+//! while the store commits groups under load, and a clean, audited shutdown on SIGTERM.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use forecourt_testkit::{Server, all_bundles, forecourt_binary, with};
+use forecourt_testkit::{Server, all_bundles, forecourt_binary, metric_sample, with};
 use serde_json::{Value, json};
 
 /// A car whose mileage tells the requests apart.
@@ -39,72 +39,119 @@ fn positions(kinds: &[String], kind: &str) -> Vec<usize> {
     kinds.iter().enumerate().filter(|(_, k)| *k == kind).map(|(i, _)| i).collect()
 }
 
+/// Records made durable by flushes of more than one record so far, from /metrics.
+fn grouped_flushes(server: &Server) -> f64 {
+    let scrape = server.get("/metrics").text;
+    let sample = |name: &str, labels: &[(&str, &str)]| metric_sample(&scrape, name, labels).unwrap_or(0.0);
+    sample("forecourt_store_group_size_count", &[]) - sample("forecourt_store_group_size_bucket", &[("le", "1")])
+}
+
+/// Single kiosk requests and 20-car batches from many clients at once, so that the store
+/// writer commits groups (one fsync for many records); the process is killed with SIGKILL
+/// twice while it does, and each time every prediction it acknowledged must be there after
+/// the restart, and the audit chain must verify.
 #[test]
-fn every_acknowledged_prediction_survives_a_sigkill_under_load() {
-    const CLIENTS: u64 = 8;
-    const ACKED_BEFORE_KILL: usize = 300;
+fn every_acknowledged_prediction_survives_sigkills_while_groups_are_committed() {
+    const SINGLE_CLIENTS: u64 = 8;
+    const BATCH_CLIENTS: u64 = 2;
+    const BATCH: u64 = 20;
+    const ACKED_BEFORE_KILL: usize = 1000;
     let mut server = Server::start(&all_bundles());
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|client_index| {
-            let (client, acked, stop) = (server.client(), Arc::clone(&acked), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut sent = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    sent += 1;
-                    match client.try_post_json("/v1/predict/car-price", &car(client_index * 1_000_000 / CLIENTS + sent))
-                    {
-                        Ok(reply) if reply.status == 200 => {
-                            let id = reply.json["prediction_id"].as_str().expect("an id").to_owned();
-                            assert_eq!(reply.request_id(), id);
-                            acked.lock().unwrap().push(id);
+    let mut all_acked = Vec::new();
+    for life in 0..2u64 {
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..SINGLE_CLIENTS + BATCH_CLIENTS)
+            .map(|client_index| {
+                let (client, acked, stop) = (server.client(), Arc::clone(&acked), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut sent = 0u64;
+                    // Mileages (up to the plugin's 1,000,000) mostly tell the cars apart.
+                    let mut mileage = || {
+                        sent += 1;
+                        (life * 500_000 + client_index * 45_000 + sent) % 1_000_000
+                    };
+                    while !stop.load(Ordering::SeqCst) {
+                        let answered = if client_index < SINGLE_CLIENTS {
+                            client.try_post_json("/v1/predict/car-price", &car(mileage())).map(|reply| {
+                                assert_eq!(reply.status, 200, "a valid request got {reply:?}");
+                                let id = reply.json["prediction_id"].as_str().expect("an id").to_owned();
+                                assert_eq!(reply.request_id(), id);
+                                vec![id]
+                            })
+                        } else {
+                            let cars: Vec<Value> = (0..BATCH).map(|_| car(mileage())).collect();
+                            let batch = json!({"instances": cars});
+                            client.try_post_json("/v1/predict/car-price/batch", &batch).map(|reply| {
+                                assert_eq!(reply.status, 200, "a valid batch got {reply:?}");
+                                assert_eq!(reply.json["succeeded"], BATCH, "{reply:?}");
+                                let items = reply.json["predictions"].as_array().expect("predictions");
+                                items
+                                    .iter()
+                                    .map(|item| item["prediction_id"].as_str().expect("an id").to_owned())
+                                    .collect()
+                            })
+                        };
+                        match answered {
+                            Ok(ids) => acked.lock().unwrap().extend(ids),
+                            // The server is gone: nothing more will be acknowledged.
+                            Err(_) => break,
                         }
-                        Ok(reply) => panic!("a valid request got {reply:?}"),
-                        // The server is gone: nothing more will be acknowledged.
-                        Err(_) => break,
                     }
-                }
-                sent
+                    sent
+                })
             })
-        })
-        .collect();
+            .collect();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().unwrap().len() < ACKED_BEFORE_KILL {
-        assert!(Instant::now() < deadline, "only {} predictions acknowledged in 60 s", acked.lock().unwrap().len());
-        assert!(!clients.iter().any(|c| c.is_finished()), "a client stopped early");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // The clients are still sending when the server dies.
-    server.sigkill();
-    stop.store(true, Ordering::SeqCst);
-    let sent: u64 = clients.into_iter().map(|c| c.join().expect("a client thread")).sum();
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= ACKED_BEFORE_KILL && sent > acked.len() as u64, "sent {sent}, acked {}", acked.len());
-
-    server.restart();
-    let mut missing = Vec::new();
-    for id in &acked {
-        let stored = server.get(&format!("/v1/predictions/{id}"));
-        match stored.status {
-            200 => assert_eq!(stored.json["bundle"], "car-price", "{stored:?}"),
-            _ => missing.push((id.clone(), stored.status)),
+        // Kill once the writer has been committing groups for a while, with every client busy.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while acked.lock().unwrap().len() < ACKED_BEFORE_KILL || grouped_flushes(&server) < 50.0 {
+            let acked = acked.lock().unwrap().len();
+            assert!(
+                Instant::now() < deadline,
+                "only {acked} acknowledged, {} grouped flushes in 90 s",
+                grouped_flushes(&server)
+            );
+            assert!(!clients.iter().any(|c| c.is_finished()), "a client stopped early");
+            std::thread::sleep(Duration::from_millis(20));
         }
-    }
-    assert!(missing.is_empty(), "{} of {} acknowledged predictions were lost: {missing:?}", missing.len(), acked.len());
+        server.sigkill();
+        stop.store(true, Ordering::SeqCst);
+        let sent: u64 = clients.into_iter().map(|c| c.join().expect("a client thread")).sum();
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() >= ACKED_BEFORE_KILL && sent > acked.len() as u64, "sent {sent}, acked {}", acked.len());
+        all_acked.extend(acked);
 
-    let verify = server.get("/v1/audit/verify");
-    assert_eq!(verify.json["ok"], true, "{verify:?}");
+        server.restart();
+        // Everything acknowledged in every life so far: a recovery must not lose an earlier one.
+        let mut missing = Vec::new();
+        for id in &all_acked {
+            let stored = server.get(&format!("/v1/predictions/{id}"));
+            match stored.status {
+                200 => assert_eq!(stored.json["bundle"], "car-price", "{stored:?}"),
+                _ => missing.push((id.clone(), stored.status)),
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "life {life}: {} of {} acknowledged predictions were lost: {missing:?}",
+            missing.len(),
+            all_acked.len()
+        );
+        let verify = server.get("/v1/audit/verify");
+        assert_eq!(verify.json["ok"], true, "life {life}: {verify:?}");
+    }
+
     let kinds = kinds(&audit(&server));
     let started = positions(&kinds, "started");
     let recovered = positions(&kinds, "crash_recovery");
-    assert_eq!(started.len(), 2, "{kinds:?}");
-    assert_eq!(recovered.len(), 1, "one crash recovery, by the second run: {kinds:?}");
+    assert_eq!(started.len(), 3, "{kinds:?}");
+    assert_eq!(recovered.len(), 2, "one crash recovery by each later run: {kinds:?}");
     assert!(started[0] < recovered[0] && recovered[0] < started[1], "{kinds:?}");
+    assert!(started[1] < recovered[1] && recovered[1] < started[2], "{kinds:?}");
     assert!(positions(&kinds, "shutdown").is_empty(), "a SIGKILL writes no shutdown event: {kinds:?}");
     let health = server.get("/health/detailed");
-    assert!(health.json["store"]["stats"]["predictions"].as_u64().unwrap() >= acked.len() as u64, "{health:?}");
+    assert!(health.json["store"]["stats"]["predictions"].as_u64().unwrap() >= all_acked.len() as u64, "{health:?}");
 }
 
 #[test]
