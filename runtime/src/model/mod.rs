@@ -14,13 +14,13 @@
 
 mod config;
 mod error;
-mod io;
+mod interface;
 mod library;
 mod session;
 
 pub use config::{GraphOptimization, OnnxRuntimeConfig};
 pub use error::ModelError;
-pub(crate) use io::check_inputs;
-pub use io::{ElementType, InputSpec, OutputForm, OutputSpec};
+pub(crate) use interface::check_inputs;
+pub use interface::{ElementType, InputSpec, OutputForm, OutputSpec};
 pub use library::OnnxRuntime;
 pub use session::Model;

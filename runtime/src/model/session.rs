@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::GraphOptimization;
 use super::error::ModelError;
-use super::io::{ElementType, InputSpec, OutputForm, OutputSpec, check_inputs};
+use super::interface::{ElementType, InputSpec, OutputForm, OutputSpec, check_inputs};
 use super::library::OnnxRuntime;
 use crate::tensor::{Tensor, TensorData};
 
