@@ -71,10 +71,11 @@ impl DenialAudit {
             metrics::counter!(names::AUTH_DENIALS_NOT_AUDITED).increment(1);
             return;
         }
-        let store = self.store.clone();
-        // The denial is answered at once; its audit record follows through the group commit.
+        // The denial is answered at once; its audit record follows through the group commit. It is queued
+        // here, before the spawn, so that denials reach the trail in the order they were decided.
+        let audited = self.store.audit(AuditKind::AccessDenied, details);
         tokio::spawn(async move {
-            if let Err(error) = store.audit(AuditKind::AccessDenied, details).await {
+            if let Err(error) = audited.await {
                 tracing::warn!(%error, "could not audit a denied request");
             }
         });

@@ -154,10 +154,21 @@ impl Store {
     /// resolves when it is durable (always flushed, whatever the durability setting).
     ///
     /// Unlike predictions, an audit event is never refused for a full queue: it waits for room.
-    pub async fn audit(&self, kind: AuditKind, details: serde_json::Value) -> Result<AuditRecord, StoreError> {
+    ///
+    /// The event is queued when this is called, not when the future is first polled: events a task
+    /// hands off to spawned waiters (denials, answered before they are audited) keep the order in which
+    /// they happened, as long as the queue has room.
+    pub fn audit(
+        &self,
+        kind: AuditKind,
+        details: serde_json::Value,
+    ) -> impl Future<Output = Result<AuditRecord, StoreError>> + Send + 'static {
         let (ack, done) = oneshot::channel();
-        self.inner.enqueue_waiting(Write::Audit(kind, details, ack)).await?;
-        done.await.unwrap_or(Err(StoreError::Closed))
+        let queued = self.inner.enqueue_waiting(Write::Audit(kind, details, ack));
+        async move {
+            queued.await?;
+            done.await.unwrap_or(Err(StoreError::Closed))
+        }
     }
 
     /// Audit records with seq > after (None: from the first), at most `limit`, in order.
@@ -300,16 +311,25 @@ impl Inner {
         })
     }
 
-    /// Queues a write that must not be refused, waiting for room off the runtime's threads if need be.
-    async fn enqueue_waiting(&self, write: Write) -> Result<(), StoreError> {
-        let sender = self.sender.clone().ok_or(StoreError::Closed)?;
-        match sender.try_send(write) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
-            Err(TrySendError::Full(write)) => tokio::task::spawn_blocking(move || sender.send(write))
-                .await
-                .map_err(|_| StoreError::Closed)?
-                .map_err(|_| StoreError::Closed),
+    /// Queues a write that must not be refused: at once if the queue has room, otherwise the returned
+    /// future waits for room off the runtime's threads.
+    fn enqueue_waiting(&self, write: Write) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let attempt = match &self.sender {
+            None => Err(None),
+            Some(sender) => sender.try_send(write).map_err(|error| match error {
+                TrySendError::Disconnected(_) => None,
+                TrySendError::Full(write) => Some((sender.clone(), write)),
+            }),
+        };
+        async move {
+            match attempt {
+                Ok(()) => Ok(()),
+                Err(None) => Err(StoreError::Closed),
+                Err(Some((sender, write))) => tokio::task::spawn_blocking(move || sender.send(write))
+                    .await
+                    .map_err(|_| StoreError::Closed)?
+                    .map_err(|_| StoreError::Closed),
+            }
         }
     }
 

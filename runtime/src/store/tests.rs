@@ -307,6 +307,22 @@ async fn relaxed_mode_flushes_within_the_interval() {
     store.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn audit_events_take_the_order_of_the_calls_not_of_their_awaits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), &StoreConfig::default());
+    let pending: Vec<_> = (1..=5).map(|n| store.audit(AuditKind::AccessDenied, json!({"n": n}))).collect();
+    let mut seqs = Vec::new();
+    for (n, audited) in pending.into_iter().enumerate().rev() {
+        let record = audited.await.unwrap();
+        assert_eq!(record.details["n"], n + 1);
+        seqs.push(record.seq);
+    }
+    seqs.reverse();
+    assert!(seqs.windows(2).all(|pair| pair[0] + 1 == pair[1]), "{seqs:?}");
+    store.close().await.unwrap();
+}
+
 /// Opens a store in `dir`, appends five audit events and closes it.
 async fn five_audit_events(dir: &Path) -> Vec<AuditRecord> {
     let (store, _) = open(dir, &StoreConfig::default());
