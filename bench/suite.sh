@@ -106,11 +106,12 @@ for round in $(seq 1 "$ROUNDS"); do
   grpc_run
   BENCH_BODY=$scratch/batch.body wrk_run batch-1000 "$BATCH_CONNECTIONS" "$address/v1/predict/car-price/batch" bench/post.lua
   after=$(rss_mib)
-  stored=$(curl -s "$address/health/detailed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["stats"]["predictions"])')
+  read -r stored encoded < <(curl -s "$address/health/detailed" |
+    python3 -c 'import json,sys; s = json.load(sys.stdin)["store"]["stats"]; print(s["predictions"], s["mean_record_bytes"])')
   stop_server
   # What the store holds on disk once the process is gone (sled's files, logs included).
   bytes=$(du -sb "$data/store" | cut -f1)
-  echo "$round $idle $after $stored $bytes" >>"$scratch/memory"
+  echo "$round $idle $after $stored $bytes $encoded" >>"$scratch/memory"
 
   data=$(mktemp -d -p "$scratch")
   FORECOURT_STORE__DURABILITY=relaxed start_server "$data"
@@ -132,7 +133,9 @@ awk '
         rps[i] / ceiling[round] * 100, cpu[i], extra
     }
   }' "$scratch/results"
-while read -r round idle after stored bytes; do
-  printf '  round %s: RSS idle %s MiB, after the load %s MiB; %s predictions stored, %s bytes on disk, %s bytes each\n' \
-    "$round" "$idle" "$after" "$stored" "$bytes" "$((bytes / stored))"
+while read -r round idle after stored bytes encoded; do
+  each=$((bytes / stored))
+  printf '  round %s: RSS idle %s MiB, after the load %s MiB; %s predictions stored, %s bytes on disk, %s bytes each' \
+    "$round" "$idle" "$after" "$stored" "$bytes" "$each"
+  printf ' (a record is %s bytes encoded: %s.%02dx)\n' "$encoded" "$((each / encoded))" "$((each * 100 / encoded % 100))"
 done <"$scratch/memory"

@@ -19,13 +19,15 @@
 //! Other modules keep their durable state in [`Table`]s (trees `table/<name>`), written through the same
 //! writer.
 //!
-//! Layout: trees `predictions` (key: the UUIDv7's 16 bytes, value: [`PredictionRecord`] as JSON), `audit`
+//! Layout: trees `predictions` (key: the UUIDv7's 16 bytes, value: [`PredictionRecord`] in the format of
+//! [`encoding`]), `audit`
 //! (key: seq as u64 big-endian) and `meta` (the audit head, the clean-shutdown marker, the count of
 //! predictions at the last close).
 
 mod audit;
 mod config;
 mod db;
+mod encoding;
 mod error;
 mod record;
 mod retention;
@@ -132,7 +134,7 @@ impl Store {
 
     pub fn prediction(&self, id: Uuid) -> Result<Option<PredictionRecord>, StoreError> {
         let Some(bytes) = self.inner.trees.predictions.get(id.as_bytes())? else { return Ok(None) };
-        decode_prediction(id.as_bytes(), &bytes).map(Some)
+        encoding::decode(id.as_bytes(), &bytes).map(Some)
     }
 
     /// The `limit` newest predictions, newest first (keys are UUIDv7s: key order is time order).
@@ -145,7 +147,7 @@ impl Store {
             .take(limit)
             .map(|entry| {
                 let (key, bytes) = entry?;
-                decode_prediction(&key, &bytes)
+                encoding::decode(&key, &bytes)
             })
             .collect()
     }
@@ -216,6 +218,10 @@ impl Store {
             queue_depth: inner.sender.as_ref().map_or(0, Sender::len),
             // Only file sizes; a failure to read them is not worth failing the statistics for.
             disk_bytes: inner.trees.db.size_on_disk().unwrap_or(0),
+            mean_record_bytes: {
+                let inserted = inner.counters.inserted.load(Ordering::Relaxed);
+                (inserted > 0).then(|| inner.counters.inserted_bytes.load(Ordering::Relaxed) / inserted)
+            },
             last_verification: inner.last_verification.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         }
     }
@@ -229,13 +235,6 @@ impl Store {
         // Waiting for room in the queue and joining threads block: off the runtime's threads.
         tokio::task::spawn_blocking(move || inner.close()).await.map_err(|_| StoreError::Closed)?
     }
-}
-
-fn decode_prediction(key: &[u8], bytes: &[u8]) -> Result<PredictionRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| {
-        let id = Uuid::from_slice(key).map_or_else(|_| format!("{key:02x?}"), |id| id.to_string());
-        StoreError::Corrupt { what: format!("prediction {id}: {error}") }
-    })
 }
 
 impl std::fmt::Debug for Store {
@@ -264,12 +263,11 @@ fn encode(record: &PredictionRecord) -> Result<Encoded, StoreError> {
     if record.id.get_version_num() != 7 {
         return Err(invalid(format!("prediction id {} is not a UUIDv7", record.id)));
     }
-    // serde_json writes NaN as null, which would then fail to read back.
+    // NaN would read back, but no later mean or percentile over it would mean anything.
     if !record.latency_ms.is_finite() {
         return Err(invalid(format!("latency_ms of prediction {} is not a finite number", record.id)));
     }
-    let value = serde_json::to_vec(record).map_err(|error| invalid(error.to_string()))?;
-    Ok(Encoded { key: *record.id.as_bytes(), value })
+    Ok(Encoded { key: *record.id.as_bytes(), value: encoding::encode(record)? })
 }
 
 impl Inner {

@@ -139,6 +139,9 @@ pub struct StoreStats {
     pub queue_depth: usize,
     /// The database's files, in bytes.
     pub disk_bytes: u64,
+    /// The mean size of the prediction records written since the store opened, as encoded (before the
+    /// database's overhead); absent before the first.
+    pub mean_record_bytes: Option<u64>,
     /// The last audit verification since the store opened (by the API or the dashboard).
     pub last_verification: Option<Verification>,
 }

@@ -178,9 +178,12 @@ async fn a_store_dropped_without_close_keeps_its_records_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path(), &StoreConfig::default());
     let records: Vec<_> = (0..10).map(prediction).collect();
+    assert_eq!(store.stats().mean_record_bytes, None);
     for record in &records {
         store.record(record.clone()).await.unwrap();
     }
+    let encoded: usize = records.iter().map(|record| encoding::encode(record).unwrap().len()).sum();
+    assert_eq!(store.stats().mean_record_bytes, Some(encoded as u64 / 10));
     store.audit(AuditKind::Started, json!({})).await.unwrap();
     drop(store);
 

@@ -19,7 +19,9 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::record::{AuditKind, AuditRecord};
 use super::time::{now_unix_ms, rfc3339_millis};
-use crate::telemetry::names::{STORE_FLUSH_DURATION, STORE_GROUP_SIZE, STORE_QUEUE_DEPTH, STORE_WRITES};
+use crate::telemetry::names::{
+    STORE_FLUSH_DURATION, STORE_GROUP_SIZE, STORE_PREDICTION_BYTES, STORE_QUEUE_DEPTH, STORE_WRITES,
+};
 
 /// Completes a caller's write.
 pub(crate) type Ack<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -53,6 +55,9 @@ pub(crate) enum Write {
 pub(crate) struct Counters {
     pub predictions: AtomicU64,
     pub audit_records: AtomicU64,
+    /// Predictions inserted since the store opened, and their encoded bytes (before sled's own overhead).
+    pub inserted: AtomicU64,
+    pub inserted_bytes: AtomicU64,
     /// The seq of the last audit record known durable, for those who follow the trail.
     pub audit_durable: tokio::sync::watch::Sender<u64>,
     /// Tests: the number of flushes, to await and count them.
@@ -68,6 +73,8 @@ impl Counters {
         Self {
             predictions: AtomicU64::new(predictions),
             audit_records: AtomicU64::new(audit_records),
+            inserted: AtomicU64::new(0),
+            inserted_bytes: AtomicU64::new(0),
             audit_durable: tokio::sync::watch::Sender::new(audit_records),
             #[cfg(test)]
             flushes: tokio::sync::watch::Sender::new(0),
@@ -259,12 +266,14 @@ impl Writer {
 
     /// Inserts a batch; on an error the records before it stay inserted (they are complete records).
     fn insert(&mut self, records: Vec<Encoded>) -> Result<(), StoreError> {
-        let (mut written, mut added) = (0, 0);
+        let (mut written, mut added, mut bytes) = (0, 0, 0);
         let mut result = Ok(());
         for Encoded { key, value } in records {
+            let length = value.len() as u64;
             match self.trees.predictions.insert(key, value) {
                 Ok(previous) => {
                     written += 1;
+                    bytes += length;
                     added += u64::from(previous.is_none());
                 }
                 Err(error) => {
@@ -274,8 +283,11 @@ impl Writer {
             }
         }
         self.counters.predictions.fetch_add(added, Ordering::Relaxed);
+        self.counters.inserted.fetch_add(written as u64, Ordering::Relaxed);
+        self.counters.inserted_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.unflushed += written;
         metrics::counter!(STORE_WRITES).increment(written as u64);
+        metrics::counter!(STORE_PREDICTION_BYTES).increment(bytes);
         result
     }
 

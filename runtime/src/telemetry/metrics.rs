@@ -34,6 +34,8 @@ pub mod names {
     pub const BUNDLES: &str = "forecourt_bundle_info";
     /// Records (predictions and audit events) written to the store.
     pub const STORE_WRITES: &str = "forecourt_store_writes_total";
+    /// Bytes of the prediction records written to the store, as encoded (before sled's own overhead).
+    pub const STORE_PREDICTION_BYTES: &str = "forecourt_store_prediction_bytes_total";
     /// Duration of one store flush (the fsync that makes a group durable).
     pub const STORE_FLUSH_DURATION: &str = "forecourt_store_flush_duration_seconds";
     /// Records made durable by one flush.
@@ -198,6 +200,11 @@ fn describe() {
     describe_gauge!(names::UPTIME, Unit::Seconds, "Seconds since the process started");
     describe_gauge!(names::BUNDLES, "Loaded bundle versions; 1 for the version serving");
     describe_counter!(names::STORE_WRITES, "Records written to the store");
+    describe_counter!(
+        names::STORE_PREDICTION_BYTES,
+        Unit::Bytes,
+        "Bytes of prediction records written to the store, as encoded (before the database's overhead)"
+    );
     describe_histogram!(names::STORE_FLUSH_DURATION, Unit::Seconds, "Duration of one store flush (fsync)");
     describe_histogram!(names::STORE_GROUP_SIZE, "Records made durable by one flush");
     describe_gauge!(names::STORE_QUEUE_DEPTH, "Writes waiting for the store writer");
@@ -234,6 +241,7 @@ fn describe() {
     metrics::counter!(names::GRPC_SHED).absolute(0);
     metrics::counter!(names::REJECTED).absolute(0);
     metrics::counter!(names::STORE_WRITES).absolute(0);
+    metrics::counter!(names::STORE_PREDICTION_BYTES).absolute(0);
     metrics::counter!(names::FLEET_OUTBOX_DROPPED).absolute(0);
     metrics::gauge!(names::QUEUE_DEPTH).set(0.0);
     metrics::gauge!(names::STORE_QUEUE_DEPTH).set(0.0);
