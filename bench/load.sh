@@ -15,6 +15,9 @@
 #                                 # against another build of forecourt, alternating, anonymous
 #   COMPARE=drift bench/load.sh   # instead: the drift window on (the default) against off
 #                                 # ([quality] drift = false), alternating, anonymous
+#   COMPARE_ENV="FORECOURT_STORE__CACHE_CAPACITY_MIB=64 MIMALLOC_PURGE_DELAY=1000" bench/load.sh
+#                                 # instead: the defaults against the same build with these
+#                                 # variables set (any setting or allocator option), alternating
 #
 # Needs the bundles (make bundles); installs wrk from apt when missing.
 set -euo pipefail
@@ -69,6 +72,12 @@ if [ "${COMPARE:-}" = drift ]; then
   first=drift-on second=drift-off
   run_first() { run "$first" ""; }
   run_second() { FORECOURT_QUALITY__DRIFT=false run "$second" ""; }
+elif [ -n "${COMPARE_ENV:-}" ]; then
+  first=defaults second=with-env
+  read -ra compare_env <<<"$COMPARE_ENV"
+  run_first() { run "$first" ""; }
+  # A subshell, so that the variables end with the run (it writes its result to a file).
+  run_second() { (export "${compare_env[@]}"; run "$second" ""); }
 elif [ -n "${BASELINE:-}" ]; then
   first=this-build second=baseline
   run_first() { run "$first" ""; }

@@ -42,7 +42,9 @@ pub struct StoreConfig {
     pub retention_max_age_days: Option<u64>,
     /// How often the retention limits are enforced, in seconds.
     pub prune_interval_secs: u64,
-    /// sled's page cache, in MiB.
+    /// sled's page cache, in MiB. Writes go to the newest leaf (keys are UUIDv7s) and reads are
+    /// mostly of recent predictions, so a small cache holds what is used; sled's real use is
+    /// a few times this figure.
     pub cache_capacity_mib: u64,
 }
 
@@ -57,7 +59,7 @@ impl Default for StoreConfig {
             retention_max_predictions: Some(1_000_000),
             retention_max_age_days: Some(90),
             prune_interval_secs: 60,
-            cache_capacity_mib: 64,
+            cache_capacity_mib: 16,
         }
     }
 }
