@@ -23,14 +23,15 @@ stop_server() { [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server"
 # cpu_ticks: the running appliance's CPU time so far (user + system), in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 
-# start_server DATA_DIR [BINARY]: runs the appliance on DATA_DIR; sets $address.
+# start_server DATA_DIR [BINARY]: runs the appliance on DATA_DIR and returns once GET /health
+# answers 200 (polled every 10 ms, so that its time is the start-up's); sets $address.
 start_server() {
   local data=$1 program=${2:-$binary}
   FORECOURT_SERVER__LISTEN=127.0.0.1:0 FORECOURT_GRPC__LISTEN=127.0.0.1:0 FORECOURT_DATA_DIR="$data" FORECOURT_BUNDLES__DIR="$BUNDLES" \
     FORECOURT_LOGGING__LEVEL="$LOG_LEVEL" "$program" serve >"$data/stdout" 2>"$data/stderr" &
   server=$!
   address=
-  for _ in $(seq 1 300); do
+  for _ in $(seq 1 3000); do
     address=$(sed -n 's/^forecourt listening on //p' "$data/stdout")
     if [ -n "$address" ] && curl -sf "$address/health" >/dev/null; then
       # Printed before the HTTP port answers; absent from a build without gRPC (a baseline).
@@ -38,7 +39,15 @@ start_server() {
       return 0
     fi
     kill -0 "$server" 2>/dev/null || { cat "$data/stderr" >&2; exit 1; }
-    sleep 0.1
+    sleep 0.01
   done
   echo "the server did not become ready" >&2; cat "$data/stderr" >&2; exit 1
+}
+
+# wrk_summary LABEL TICKS: reads wrk --latency output, prints "LABEL req/s p50 p99 non2xx
+# cpu-us-per-request" (TICKS: the appliance's CPU time over the run, in clock ticks).
+wrk_summary() {
+  awk -v label="$1" -v ticks="$2" -v hz="$(getconf CLK_TCK)" '
+    /requests in/ {count=$1} /Requests\/sec/ {rps=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} /non-2xx responses/ {bad=$3}
+    END {printf "%s %s %s %s %s %.1f\n", label, rps, p50, p99, (bad == "" ? 0 : bad), ticks / hz * 1e6 / count}'
 }

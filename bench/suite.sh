@@ -14,7 +14,7 @@
 # requests/s, p50, p99, each run's requests/s as a share of /health's, the appliance's own
 # CPU time per request (user + system from /proc: steal time, which moves requests/s by tens
 # of percent on a shared virtual machine, is not in it), the resident memory idle and after
-# the load, and the bytes on disk per stored prediction.
+# the load, the bytes on disk per stored prediction, and the time a restart takes to serve.
 #
 #   make load                     # 1 round of 10 s runs
 #   DURATION=20 ROUNDS=3 make load
@@ -66,10 +66,7 @@ rss_mib() { awk '/^Rss:/ {printf "%.0f", $2 / 1024}' "/proc/$server/smaps_rollup
 record() {
   echo "----- $1 -----"
   echo "$2"
-  echo "$2" | awk -v label="$1" -v ticks="$3" -v hz="$(getconf CLK_TCK)" '
-    /requests in/ {count=$1} /Requests\/sec/ {rps=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} /non-2xx responses/ {bad=$3}
-    END {printf "%s %s %s %s %s %.1f\n", label, rps, p50, p99, (bad == "" ? 0 : bad), ticks / hz * 1e6 / count}' \
-    >>"$scratch/results"
+  echo "$2" | wrk_summary "$1" "$3" >>"$scratch/results"
 }
 
 # wrk_run LABEL CONNECTIONS URL [SCRIPT]: warm-up, measured run. SCRIPT's body is in
@@ -111,7 +108,12 @@ for round in $(seq 1 "$ROUNDS"); do
   stop_server
   # What the store holds on disk once the process is gone (sled's files, logs included).
   bytes=$(du -sb "$data/store" | cut -f1)
-  echo "$round $idle $after $stored $bytes $encoded" >>"$scratch/memory"
+  # A restart on the same data: the compiled plugins are cached, the store is clean.
+  began=$(date +%s%N)
+  start_server "$data"
+  cold=$((($(date +%s%N) - began) / 1000000))
+  stop_server
+  echo "$round $idle $after $stored $bytes $encoded $cold" >>"$scratch/memory"
 
   data=$(mktemp -d -p "$scratch")
   FORECOURT_STORE__DURABILITY=relaxed start_server "$data"
@@ -133,9 +135,10 @@ awk '
         rps[i] / ceiling[round] * 100, cpu[i], extra
     }
   }' "$scratch/results"
-while read -r round idle after stored bytes encoded; do
+while read -r round idle after stored bytes encoded cold; do
   each=$((bytes / stored))
   printf '  round %s: RSS idle %s MiB, after the load %s MiB; %s predictions stored, %s bytes on disk, %s bytes each' \
     "$round" "$idle" "$after" "$stored" "$bytes" "$each"
   printf ' (a record is %s bytes encoded: %s.%02dx)\n' "$encoded" "$((each / encoded))" "$((each * 100 / encoded % 100))"
+  printf '  round %s: cold start with cached plugins %s ms (exec to GET /health 200)\n' "$round" "$cold"
 done <"$scratch/memory"
