@@ -2,8 +2,10 @@
 //! `preprocess.wasm` and `model.onnx`), and the registry that owns the loaded ones.
 //!
 //! - [`Manifest`]: the manifest's format, reading, and checks of the files it names.
+//! - [`BundleLoader`]: from a folder to a [`Bundle`]: checks, plugin, model, and whether they
+//!   fit (`loader`), then the samples (`smoke_test`).
 //! - [`Bundle`]: a loaded bundle (plugin + model) and its synchronous inference: one
-//!   request or a batch through plugin and model.
+//!   request or a batch through plugin and model, shaped by the plugin or by `response`.
 //! - [`Registry`]: every loaded version of every bundle, one active version per name,
 //!   switched atomically while requests are in flight.
 //! - [`build`]: `forecourt bundle build`, assembling a bundle from a plugin folder.
@@ -21,23 +23,28 @@ pub mod build;
 mod config;
 mod error;
 mod loaded;
+mod loader;
 mod manifest;
 mod profile;
 mod registry;
+mod response;
 pub mod signature;
+mod smoke_test;
 mod stats;
 mod training;
 
 pub use accuracy::{AccuracyReport, ConfusionMatrix, Counts, Figures, Point, RECENT_OUTCOMES, VersionAccuracy};
 pub use config::{BundlesConfig, TrustConfig};
 pub use error::{BundleError, InferenceError};
-pub use loaded::{Bundle, BundleLoader, Inference, Verified, default_response};
+pub use loaded::{Bundle, Inference};
+pub use loader::{BundleLoader, Verified};
 pub use manifest::{
     DriftThresholds, MANIFEST_FILE, MAX_BUNDLE_NAME_LEN, MODEL_FILE, Manifest, OutcomeKind, OutcomeSpec, PLUGIN_FILE,
     Sample, check_bundle_name,
 };
 pub use profile::{DriftWindow, Feature, Profile, WindowCounts};
 pub use registry::{BundleSummary, CanarySummary, LoadReport, Registry};
+pub use response::default_response;
 pub use signature::{SIGNATURE_FILE, TrustedKeys};
 pub use stats::{StatsSnapshot, VersionStats};
 pub use training::TrainingFigures;

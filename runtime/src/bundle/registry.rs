@@ -15,7 +15,8 @@ use semver::Version;
 use serde::Serialize;
 
 use super::error::BundleError;
-use super::loaded::{Bundle, BundleLoader};
+use super::loaded::Bundle;
+use super::loader::BundleLoader;
 use super::manifest::MANIFEST_FILE;
 use crate::plugin::{FieldSpec, OutputSpec};
 

@@ -5,19 +5,21 @@
 //! shape the answer. Every error becomes a response in one place ([`error`]). This module
 //! must not hold business logic: what a prediction is belongs to the pipeline.
 
-mod admin;
 mod auth;
 mod bundle_schema;
+mod bundles;
 mod config;
 mod docs;
 mod error;
 pub(crate) mod extract;
+mod health;
 mod limits;
 mod openapi;
 mod overview;
 mod pages;
 mod predict;
 mod quality;
+mod records;
 mod request_context;
 mod server;
 mod static_files;
@@ -112,9 +114,9 @@ fn ensure_ready(state: &AppState) -> Result<(), ApiError> {
 fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
     use Permission as P;
     let mut routes = vec![
-        ("/health", P::Open, get(admin::health)),
-        ("/health/detailed", P::Inspect, get(admin::health_detailed)),
-        ("/metrics", P::Metrics, get(admin::metrics)),
+        ("/health", P::Open, get(health::health)),
+        ("/health/detailed", P::Inspect, get(health::health_detailed)),
+        ("/metrics", P::Metrics, get(health::metrics)),
         ("/openapi.json", P::Describe, get(openapi::document)),
         // Swagger UI's own files, nothing of the appliance's: a browser opening the page sends
         // no token, so the page asks for one and sends it with the requests it makes.
@@ -126,14 +128,14 @@ fn routes() -> Vec<(&'static str, Permission, MethodRouter<AppState>)> {
         ("/v1/overview", P::Inspect, get(overview::overview)),
         ("/v1/predict/{bundle}", P::Predict, post(predict::predict)),
         ("/v1/predict/{bundle}/batch", P::Predict, post(predict::predict_batch)),
-        ("/v1/bundles", P::Describe, get(admin::bundles)),
-        ("/v1/bundles/{name}", P::Describe, get(admin::bundle)),
-        ("/v1/predictions/{id}", P::ReadOwnPrediction, get(admin::prediction)),
+        ("/v1/bundles", P::Describe, get(bundles::bundles)),
+        ("/v1/bundles/{name}", P::Describe, get(bundles::bundle)),
+        ("/v1/predictions/{id}", P::ReadOwnPrediction, get(records::prediction)),
         ("/v1/predictions/{id}/outcome", P::RecordOutcome, post(quality::record_outcome)),
         ("/v1/bundles/{name}/quality", P::Inspect, get(quality::bundle_quality)),
         ("/v1/bundles/{name}/drift", P::Inspect, get(quality::bundle_drift)),
-        ("/v1/audit", P::Inspect, get(admin::audit)),
-        ("/v1/audit/verify", P::Inspect, get(admin::audit_verify)),
+        ("/v1/audit", P::Inspect, get(records::audit)),
+        ("/v1/audit/verify", P::Inspect, get(records::audit_verify)),
         ("/v2", P::Describe, get(v2::server_metadata)),
         ("/v2/health/live", P::Open, get(v2::live)),
         ("/v2/health/ready", P::Open, get(v2::ready)),

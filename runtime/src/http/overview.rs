@@ -10,8 +10,8 @@ use axum::extract::{Query, State};
 use serde::Serialize;
 
 use super::AppState;
-use super::admin::{internal, query_parameters};
 use super::error::{ApiError, echo};
+use super::records::{internal, query_parameters};
 use crate::bundle::CanarySummary;
 use crate::store::{AuditKind, AuditRecord, PredictionRecord, StoreStats};
 use crate::telemetry::TrafficSnapshot;

@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::admin::{may_read, prediction_id};
 use super::auth::Caller;
 use super::error::{ApiError, echo};
 use super::extract::JsonBody;
+use super::records::{may_read, prediction_id};
 use super::{AppState, ensure_ready};
 use crate::quality::{BundleDrift, BundleQuality, QualityError, StoredOutcome};
 
