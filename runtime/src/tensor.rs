@@ -71,6 +71,12 @@ pub enum TensorError {
 }
 
 impl Tensor {
+    /// Tests: a float tensor that must be valid.
+    #[cfg(test)]
+    pub fn float32(name: &str, shape: Vec<usize>, values: Vec<f32>) -> Self {
+        Self::new(name, shape, TensorData::Float32(values)).expect("a valid test tensor")
+    }
+
     pub fn new(name: impl Into<String>, shape: Vec<usize>, data: TensorData) -> Result<Self, TensorError> {
         let tensor = Self { name: name.into(), shape, data };
         tensor.validate()?;

@@ -41,19 +41,14 @@ fn nest(values: &[Value], shape: &[usize]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::TensorData;
     use serde_json::{Value, json};
-
-    fn tensor(name: &str, shape: Vec<usize>, values: Vec<f32>) -> Tensor {
-        Tensor::new(name, shape, TensorData::Float32(values)).unwrap()
-    }
 
     #[test]
     fn the_default_shape_drops_a_single_row_and_unwraps_single_values() {
         let outputs = vec![
-            tensor("price", vec![1, 1], vec![1.5]),
-            tensor("probabilities", vec![1, 3], vec![0.25, 0.5, 0.25]),
-            tensor("grid", vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]),
+            Tensor::float32("price", vec![1, 1], vec![1.5]),
+            Tensor::float32("probabilities", vec![1, 3], vec![0.25, 0.5, 0.25]),
+            Tensor::float32("grid", vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]),
         ];
         assert_eq!(
             Value::Object(default_response(&outputs)),

@@ -82,15 +82,10 @@ fn compare(output: &Tensor, expected: &[f64], tolerance: f64) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::TensorData;
-
-    fn tensor(name: &str, shape: Vec<usize>, values: Vec<f32>) -> Tensor {
-        Tensor::new(name, shape, TensorData::Float32(values)).unwrap()
-    }
 
     #[test]
     fn samples_compare_within_a_relative_tolerance() {
-        let output = tensor("price", vec![2, 1], vec![100.0, 200.0]);
+        let output = Tensor::float32("price", vec![2, 1], vec![100.0, 200.0]);
         assert!(compare(&output, &[100.05, 200.0], 1e-3).is_ok());
         assert!(compare(&output, &[101.0, 200.0], 1e-3).is_err());
         assert!(compare(&output, &[100.0], 1e-3).is_err());

@@ -307,10 +307,6 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn tensor(name: &str, shape: Vec<usize>, values: Vec<f32>) -> Tensor {
-        Tensor::new(name, shape, TensorData::Float32(values)).unwrap()
-    }
-
     fn explainer(value: Value) -> Explainer {
         let vocabulary = Vocabulary {
             field_units: vec![("a".to_owned(), "mi".to_owned())],
@@ -324,9 +320,9 @@ mod tests {
     fn fields_sum_their_columns_and_everything_adds_up() {
         let explainer = explainer(small());
         let x = [3.0, 0.0, 1.0];
-        let inputs = [tensor("features", vec![1, 3], vec![3.0, 0.0, 1.0])];
+        let inputs = [Tensor::float32("features", vec![1, 3], vec![3.0, 0.0, 1.0])];
         let predicted = explainer.ensemble().predict(&x);
-        let outputs = [tensor("price", vec![1, 1], vec![predicted as f32])];
+        let outputs = [Tensor::float32("price", vec![1, 1], vec![predicted as f32])];
         explainer.check_against(&inputs, &outputs, 1e-6).unwrap();
         let explanation = explainer.explain(&json!({"a": 3000, "b": "y"}), &inputs, &outputs).unwrap();
         let defaulted = explainer.explain(&json!({"a": 3000}), &inputs, &outputs).unwrap();
@@ -345,13 +341,13 @@ mod tests {
     #[test]
     fn a_model_the_trees_do_not_compute_is_refused() {
         let explainer = explainer(small());
-        let inputs = [tensor("features", vec![1, 3], vec![3.0, 0.0, 1.0])];
-        let outputs = [tensor("price", vec![1, 1], vec![200.0])];
+        let inputs = [Tensor::float32("features", vec![1, 3], vec![3.0, 0.0, 1.0])];
+        let outputs = [Tensor::float32("price", vec![1, 1], vec![200.0])];
         let error = explainer.check_against(&inputs, &outputs, 1e-4).unwrap_err();
         assert!(error.to_string().contains("the trees give 105"), "{error}");
-        let nan = [tensor("features", vec![1, 3], vec![f32::NAN, 0.0, 1.0])];
+        let nan = [Tensor::float32("features", vec![1, 3], vec![f32::NAN, 0.0, 1.0])];
         assert!(explainer.explain(&Value::Null, &nan, &outputs).is_err());
-        let narrow = [tensor("features", vec![1, 2], vec![1.0, 0.0])];
+        let narrow = [Tensor::float32("features", vec![1, 2], vec![1.0, 0.0])];
         assert!(explainer.explain(&Value::Null, &narrow, &outputs).is_err());
     }
 
@@ -361,12 +357,12 @@ mod tests {
         value["output_scale"] = json!({"input": "years", "rate": -0.1, "label": "age", "unit": "years"});
         let explainer = explainer(value);
         let inputs = [
-            tensor("features", vec![2, 3], vec![3.0, 0.0, 1.0, 12.0, 0.0, 1.0]),
-            tensor("years", vec![2, 1], vec![0.0, 2.0]),
+            Tensor::float32("features", vec![2, 3], vec![3.0, 0.0, 1.0, 12.0, 0.0, 1.0]),
+            Tensor::float32("years", vec![2, 1], vec![0.0, 2.0]),
         ];
         let today = explainer.ensemble().predict(&[3.0, 0.0, 1.0]);
         let later = explainer.ensemble().predict(&[12.0, 0.0, 1.0]) * (-0.2f64).exp();
-        let outputs = [tensor("price", vec![2, 1], vec![today as f32, later as f32])];
+        let outputs = [Tensor::float32("price", vec![2, 1], vec![today as f32, later as f32])];
         explainer.check_against(&inputs, &outputs, 1e-6).unwrap();
         let explanation = explainer.explain(&json!({"a": 3}), &inputs, &outputs).unwrap();
         let step = &explanation.forecast[0];
