@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// One answered prediction. Stored in tree `predictions` under the id's 16 bytes (big-endian, so sled's key
-/// order is time order), as JSON.
+/// order is time order), encoded as [`encoding`](super::encoding) says; answered to clients as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictionRecord {
     /// A UUIDv7 (the store refuses other versions: retention relies on the time in the key); also the
