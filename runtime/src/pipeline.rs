@@ -10,8 +10,7 @@
 //! The pipeline knows bundles, the worker pool and the store; it knows nothing of HTTP.
 //! Every outcome is counted in the metrics of [`crate::telemetry::names`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use semver::Version;
@@ -25,7 +24,7 @@ use crate::error_code::ErrorCode;
 use crate::explain::{ExplainError, Explanation};
 use crate::model::ModelError;
 use crate::plugin::PluginError;
-use crate::store::{PredictionRecord, Store, StoreError};
+use crate::store::{JsonText, PredictionRecord, Store, StoreError};
 use crate::telemetry::{BundleMetrics, RecentTraffic, names};
 use crate::tensor::{Tensor, TensorData};
 use crate::workers::{WorkerError, WorkerPool};
@@ -139,33 +138,17 @@ pub struct Pipeline {
     store: Store,
     store_inputs: bool,
     max_batch: usize,
-    metrics: MetricsCache,
-    /// `forecourt_inference_queue_depth`, registered once: set twice per request.
+    /// The dashboard's window of recent requests, over every bundle.
+    recent: RecentTraffic,
+    /// Unlabelled handles, registered once (each bundle version carries its own).
     queue_depth: metrics::Gauge,
+    batch_size: metrics::Histogram,
+    rejected: metrics::Counter,
 }
 
-/// Metric handles per bundle version, made on first use, and the window of recent
-/// traffic they all count into.
-#[derive(Debug, Default)]
-struct MetricsCache {
-    handles: RwLock<HashMap<(String, Version), Arc<BundleMetrics>>>,
-    recent: Arc<RecentTraffic>,
-}
-
-impl MetricsCache {
-    fn of(&self, bundle: &Bundle) -> Arc<BundleMetrics> {
-        let key = (bundle.name().to_owned(), bundle.version().clone());
-        if let Some(metrics) = self.handles.read().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Arc::clone(metrics);
-        }
-        let metrics =
-            Arc::new(BundleMetrics::new(bundle.name(), &bundle.version().to_string(), Arc::clone(&self.recent)));
-        Arc::clone(self.handles.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_insert(metrics))
-    }
-}
-
-/// What a worker hands back for one request: the inference and the input's digest.
-type Worked = (Result<crate::bundle::Inference, InferenceError>, String, Option<Value>);
+/// What a worker hands back for one request: the inference, the input's digest and (when
+/// inputs are kept) the input.
+type Worked = (Result<crate::bundle::Inference, InferenceError>, String, Option<JsonText>);
 
 impl Pipeline {
     pub fn new(
@@ -175,8 +158,17 @@ impl Pipeline {
         store_inputs: bool,
         max_batch: usize,
     ) -> Self {
-        let queue_depth = metrics::gauge!(names::QUEUE_DEPTH);
-        Self { registry, workers, store, store_inputs, max_batch, metrics: MetricsCache::default(), queue_depth }
+        Self {
+            registry,
+            workers,
+            store,
+            store_inputs,
+            max_batch,
+            recent: RecentTraffic::default(),
+            queue_depth: metrics::gauge!(names::QUEUE_DEPTH),
+            batch_size: metrics::histogram!(names::BATCH_SIZE),
+            rejected: metrics::counter!(names::REJECTED),
+        }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -189,7 +181,7 @@ impl Pipeline {
 
     /// The last minutes of requests that reached a bundle, for the dashboard.
     pub fn recent_traffic(&self) -> &RecentTraffic {
-        &self.metrics.recent
+        &self.recent
     }
 
     /// Jobs waiting for a worker.
@@ -210,14 +202,12 @@ impl Pipeline {
     ) -> Result<Prediction, PipelineError> {
         let started = Instant::now();
         let routed = self.route(bundle)?;
-        let metrics = self.metrics.of(&routed);
         let result = if explain && routed.explainer().is_none() {
             Err(PipelineError::Inference(ExplainError::Unavailable.into()))
         } else {
-            self.predict_on(&routed, &metrics, Asked { id, request, origin, explain }, started).await
+            self.predict_on(&routed, Asked { id, request, origin, explain }, started).await
         };
-        let seconds = started.elapsed().as_secs_f64();
-        metrics.request(result.as_ref().err().map(|error| error.code().as_str()), seconds);
+        let seconds = self.answered(&routed, result.as_ref().err().map(PipelineError::code), started);
         routed.stats().observe(result.as_ref().is_err_and(PipelineError::is_version_fault), seconds);
         result
     }
@@ -225,7 +215,6 @@ impl Pipeline {
     async fn predict_on(
         &self,
         bundle: &Arc<Bundle>,
-        metrics: &BundleMetrics,
         asked: Asked<'_>,
         started: Instant,
     ) -> Result<Prediction, PipelineError> {
@@ -234,14 +223,14 @@ impl Pipeline {
         let store_inputs = self.store_inputs;
         let (inference, input_sha256, input): Worked = self
             .submit(move || {
-                let (digest, input) = digest_input(&request, store_inputs);
                 let inference = if explain { job_bundle.infer_explained(&request) } else { job_bundle.infer(&request) };
+                let (digest, input) = digest_input(&request, store_inputs);
                 (inference, digest, input)
             })
             .await?;
         let inference = inference?;
-        observe_inference(metrics, &inference, true);
-        metrics::histogram!(names::BATCH_SIZE).record(1.0);
+        observe_inference(bundle.metrics(), &inference, true);
+        self.batch_size.record(1.0);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut record = prediction_record(bundle, id, input_sha256, input, &inference.response, latency_ms);
         origin.stamp(&mut record);
@@ -275,7 +264,7 @@ impl Pipeline {
         if explain && active.explainer().is_none() {
             return Err(PipelineError::Inference(ExplainError::Unavailable.into()));
         }
-        let metrics = self.metrics.of(&active);
+        let metrics = active.metrics();
         let job_bundle = Arc::clone(&active);
         let store_inputs = self.store_inputs;
         let worked: Vec<Worked> = self
@@ -293,7 +282,7 @@ impl Pipeline {
                     .collect()
             })
             .await?;
-        metrics::histogram!(names::BATCH_SIZE).record(worked.len() as f64);
+        self.batch_size.record(worked.len() as f64);
 
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut records = Vec::new();
@@ -302,7 +291,7 @@ impl Pipeline {
             .into_iter()
             .map(|(result, digest, input)| {
                 let inference = result?;
-                observe_inference(&metrics, &inference, false);
+                observe_inference(metrics, &inference, false);
                 shared_run.get_or_insert(inference.inference_time);
                 let id = Uuid::now_v7();
                 let mut record = prediction_record(&active, id, digest, input, &inference.response, latency_ms);
@@ -325,7 +314,7 @@ impl Pipeline {
         if !records.is_empty() {
             self.store.record_many(records).await?;
         }
-        metrics.request(None, started.elapsed().as_secs_f64());
+        self.answered(&active, None, started);
         Ok(BatchPrediction {
             bundle: active.name().to_owned(),
             version: active.version().to_string(),
@@ -362,11 +351,10 @@ impl Pipeline {
             })
             .await?;
         let outputs = outputs.map_err(|error: ModelError| PipelineError::Inference(error.into()));
-        let metrics = self.metrics.of(&target);
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(error) => {
-                metrics.request(Some(error.code().as_str()), started.elapsed().as_secs_f64());
+                self.answered(&target, Some(error.code()), started);
                 return Err(error);
             }
         };
@@ -375,7 +363,7 @@ impl Pipeline {
         let mut record = prediction_record(&target, id, input_sha256, input, &response, latency_ms);
         origin.stamp(&mut record);
         self.store.record(record).await?;
-        metrics.request(None, started.elapsed().as_secs_f64());
+        self.answered(&target, None, started);
         Ok(RawInference { id, bundle: target, outputs })
     }
 
@@ -388,9 +376,18 @@ impl Pipeline {
         self.registry.route(name).ok_or_else(|| PipelineError::UnknownBundle { name: name.to_owned() })
     }
 
+    /// Counts a request to `bundle` answered (`refused` None) or refused, in the bundle's
+    /// metrics and the dashboard's window; returns the seconds it took.
+    fn answered(&self, bundle: &Bundle, refused: Option<ErrorCode>, started: Instant) -> f64 {
+        let seconds = started.elapsed().as_secs_f64();
+        bundle.metrics().request(refused, seconds);
+        self.recent.observe(refused.is_some(), seconds);
+        seconds
+    }
+
     async fn submit<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> Result<R, PipelineError> {
         let pending = self.workers.submit(job).inspect_err(|_| {
-            metrics::counter!(names::REJECTED).increment(1);
+            self.rejected.increment(1);
         })?;
         self.queue_depth.set(self.workers.queued() as f64);
         let result = pending.await;
@@ -401,19 +398,19 @@ impl Pipeline {
     }
 }
 
-/// The input's sha256 and, when inputs are kept, the input itself.
-fn digest_input(request: &str, store_inputs: bool) -> (String, Option<Value>) {
+/// The input's sha256 and, when inputs are kept, the input itself: its very bytes, so that
+/// the digest can be checked against it (a request the plugin took is JSON; anything else
+/// would be kept as a JSON string).
+fn digest_input(request: &str, store_inputs: bool) -> (String, Option<JsonText>) {
     let digest = hex::encode(Sha256::digest(request.as_bytes()));
-    let input =
-        store_inputs.then(|| serde_json::from_str(request).unwrap_or_else(|_| Value::String(request.to_owned())));
-    (digest, input)
+    (digest, store_inputs.then(|| JsonText::or_string(request)))
 }
 
 fn prediction_record(
     bundle: &Bundle,
     id: Uuid,
     input_sha256: String,
-    input: Option<Value>,
+    input: Option<JsonText>,
     outputs: &Map<String, Value>,
     latency_ms: f64,
 ) -> PredictionRecord {
@@ -468,12 +465,12 @@ struct Asked<'a> {
 fn observe_inference(metrics: &BundleMetrics, inference: &crate::bundle::Inference, own_run: bool) {
     let inference_seconds = own_run.then_some(inference.inference_time.as_secs_f64());
     metrics.prediction(inference.plugin_time.as_secs_f64(), inference_seconds);
-    for output in &inference.outputs {
+    for (index, output) in inference.outputs.iter().enumerate() {
         let row_width = output.shape.get(1..).map_or(1, |rest| rest.iter().product::<usize>());
         if let (TensorData::Float32(values), 1) = (&output.data, row_width)
             && let Some(&value) = values.first()
         {
-            metrics.predicted_value(&output.name, f64::from(value));
+            metrics.predicted_value(index, f64::from(value));
         }
     }
 }

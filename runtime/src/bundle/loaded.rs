@@ -17,6 +17,7 @@ use super::training::TrainingFigures;
 use crate::explain::{ExplainError, Explainer, Explanation};
 use crate::model::{Model, ModelError};
 use crate::plugin::Plugin;
+use crate::telemetry::BundleMetrics;
 use crate::tensor::{Tensor, split, stack};
 
 /// A bundle ready to serve: its manifest, plugin and model.
@@ -38,6 +39,8 @@ pub struct Bundle {
     pub(super) drift: Option<DriftWindow>,
     /// Explains predictions, when the bundle carries its trees.
     pub(super) explainer: Option<Arc<Explainer>>,
+    /// Its request and prediction metrics, registered at load.
+    pub(super) metrics: BundleMetrics,
 }
 
 /// One answered request.
@@ -228,6 +231,11 @@ impl Bundle {
     /// Requests served by this version, for judging a canary.
     pub fn stats(&self) -> &VersionStats {
         &self.stats
+    }
+
+    /// This version's request and prediction metrics.
+    pub fn metrics(&self) -> &BundleMetrics {
+        &self.metrics
     }
 
     /// The live accuracy of this version's predictions, from the outcomes recorded so far.

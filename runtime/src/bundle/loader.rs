@@ -17,6 +17,7 @@ use super::stats::VersionStats;
 use crate::explain::{Ensemble, Explainer, Vocabulary};
 use crate::model::{Model, OnnxRuntime};
 use crate::plugin::PluginHost;
+use crate::telemetry::BundleMetrics;
 
 /// Loads bundles: checks, plugin and model, the interface between them, and the samples.
 #[derive(Debug, Clone)]
@@ -116,7 +117,9 @@ impl BundleLoader {
         })?;
         let training = super::training::read(&manifest, &dir);
         let stats = VersionStats::default();
-        let bundle = Bundle { manifest, dir, plugin, model, signed_by, stats, accuracy, training, drift, explainer };
+        let metrics = BundleMetrics::new(&name, &version, model.outputs().iter().map(|output| output.name.as_str()));
+        let bundle =
+            Bundle { manifest, dir, plugin, model, signed_by, stats, accuracy, training, drift, explainer, metrics };
         bundle.check_interface().map_err(|reason| BundleError::Check { name, version, reason })?;
         Ok(bundle)
     }

@@ -7,7 +7,8 @@
 //! - [`Bundle`]: a loaded bundle (plugin + model) and its synchronous inference: one
 //!   request or a batch through plugin and model, shaped by the plugin or by `response`.
 //! - [`Registry`]: every loaded version of every bundle, one active version per name,
-//!   switched atomically while requests are in flight.
+//!   switched atomically while requests are in flight; the routing itself (active version,
+//!   canary share) is `routes`, which holds any versioned value.
 //! - [`build`]: `forecourt bundle build`, assembling a bundle from a plugin folder.
 //! - [`signature`]: ed25519 keys, `bundle.sig`, and the trusted keys the loader checks.
 //! - [`archive`]: the `.fcb` transport file (`forecourt bundle pack` / `unpack`).
@@ -28,6 +29,7 @@ mod manifest;
 mod profile;
 mod registry;
 mod response;
+mod routes;
 pub mod signature;
 mod smoke_test;
 mod stats;

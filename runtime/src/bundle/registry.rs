@@ -1,16 +1,12 @@
-//! The registry: every loaded bundle version, and the active version of each name.
-//!
-//! Readers take the current snapshot through an atomic pointer (arc-swap) and clone the
-//! `Arc` of the bundle they need, so a request finishes on the version it started with
-//! however the active version changes meanwhile; a switch is one pointer store. Writers
-//! (loading, activation, removal) are serialised and copy the small snapshot.
+//! The registry: the bundles this appliance has loaded, by name and version, and which
+//! version serves each name. It loads bundle folders with its [`BundleLoader`] and keeps
+//! them in a [`Routes`] table, which decides where each request goes (see routes.rs for
+//! how readers and writers share it); it adds what the API shows of each name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use semver::Version;
 use serde::Serialize;
 
@@ -18,37 +14,15 @@ use super::error::BundleError;
 use super::loaded::Bundle;
 use super::loader::BundleLoader;
 use super::manifest::MANIFEST_FILE;
+use super::routes::{Entry, Routes, Versioned};
 use crate::plugin::{FieldSpec, OutputSpec};
 
-#[derive(Debug, Default, Clone)]
-struct Snapshot {
-    names: BTreeMap<String, Entry>,
-}
-
-#[derive(Debug, Clone)]
-struct Entry {
-    versions: BTreeMap<Version, Arc<Bundle>>,
-    active: Version,
-    canary: Option<Canary>,
-}
-
-/// A version serving a share of a name's requests beside the active one.
-#[derive(Debug, Clone)]
-struct Canary {
-    version: Version,
-    /// Requests in a thousand that go to the canary.
-    per_mille: u64,
-    /// Requests routed so far, shared by every snapshot of this canary: spreads the share
-    /// evenly (every n-th request) rather than by chance.
-    routed: Arc<AtomicU64>,
-}
-
-impl Canary {
-    /// Whether the next request goes to the canary: the n-th request does when the count
-    /// of canary requests due, n * share, steps up at n (so exactly the share, evenly spread).
-    fn takes_next(&self) -> bool {
-        let n = self.routed.fetch_add(1, Ordering::Relaxed);
-        (n + 1) * self.per_mille / 1000 > n * self.per_mille / 1000
+impl Versioned for Bundle {
+    fn name(&self) -> &str {
+        Bundle::name(self)
+    }
+    fn version(&self) -> &Version {
+        Bundle::version(self)
     }
 }
 
@@ -86,7 +60,7 @@ pub struct CanarySummary {
 
 /// What `/v1/bundles` shows of a name: its active version's plugin description, and its
 /// versions and canary.
-fn summary(name: &str, entry: &Entry) -> Option<BundleSummary> {
+fn summary(name: &str, entry: &Entry<Bundle>) -> Option<BundleSummary> {
     let active = entry.versions.get(&entry.active)?;
     let info = active.plugin().info();
     Some(BundleSummary {
@@ -109,13 +83,12 @@ fn summary(name: &str, entry: &Entry) -> Option<BundleSummary> {
 #[derive(Debug)]
 pub struct Registry {
     loader: BundleLoader,
-    state: ArcSwap<Snapshot>,
-    writer: Mutex<()>,
+    routes: Routes<Bundle>,
 }
 
 impl Registry {
     pub fn new(loader: BundleLoader) -> Self {
-        Self { loader, state: ArcSwap::from_pointee(Snapshot::default()), writer: Mutex::new(()) }
+        Self { loader, routes: Routes::default() }
     }
 
     pub fn loader(&self) -> &BundleLoader {
@@ -132,13 +105,9 @@ impl Registry {
                 LoadReport { dir, result }
             })
             .collect();
-        for (name, version) in
-            reports.iter().filter_map(|report| report.result.as_ref().ok()).cloned().collect::<Vec<_>>()
-        {
-            let highest =
-                self.state.load().names.get(&name).and_then(|entry| entry.versions.keys().next_back().cloned());
-            if highest.as_ref() == Some(&version) {
-                let _ = self.activate(&name, &version);
+        for (name, version) in reports.iter().filter_map(|report| report.result.as_ref().ok()) {
+            if self.routes.highest(name).as_ref() == Some(version) {
+                let _ = self.activate(name, version);
             }
         }
         reports.sort_by(|a, b| a.dir.cmp(&b.dir));
@@ -147,141 +116,70 @@ impl Registry {
 
     /// Adds a loaded bundle; it becomes active if its name had none.
     pub fn insert(&self, bundle: Bundle) -> Result<(String, Version), BundleError> {
-        let _writer = self.lock_writer();
-        let (name, version) = (bundle.name().to_owned(), bundle.version().clone());
-        let mut snapshot = Snapshot::clone(&self.state.load());
-        let entry = snapshot.names.entry(name.clone()).or_insert_with(|| Entry {
-            versions: BTreeMap::new(),
-            active: version.clone(),
-            canary: None,
-        });
-        if entry.versions.contains_key(&version) {
-            return Err(BundleError::AlreadyLoaded { name, version: version.to_string() });
-        }
-        entry.versions.insert(version.clone(), Arc::new(bundle));
-        self.state.store(Arc::new(snapshot));
-        Ok((name, version))
+        self.routes.insert(bundle)
     }
 
     /// The active version of `name`.
     pub fn active(&self, name: &str) -> Option<Arc<Bundle>> {
-        let snapshot = self.state.load();
-        let entry = snapshot.names.get(name)?;
-        entry.versions.get(&entry.active).cloned()
+        self.routes.active(name)
     }
 
     /// The version of `name` the next request goes to: the canary's share of the requests
     /// goes to the canary, the rest to the active version.
     pub fn route(&self, name: &str) -> Option<Arc<Bundle>> {
-        let snapshot = self.state.load();
-        let entry = snapshot.names.get(name)?;
-        let version = match &entry.canary {
-            Some(canary) if canary.takes_next() => &canary.version,
-            _ => &entry.active,
-        };
-        entry.versions.get(version).cloned()
+        self.routes.route(name)
     }
 
     /// A specific version of `name`, active or not.
     pub fn version(&self, name: &str, version: &Version) -> Option<Arc<Bundle>> {
-        self.state.load().names.get(name)?.versions.get(version).cloned()
+        self.routes.version(name, version)
     }
 
-    /// Makes `version` the active version of `name`; returns the previous one.
+    /// Makes `version` the active version of `name` (ending any canary of it); returns the
+    /// previous one.
     pub fn activate(&self, name: &str, version: &Version) -> Result<Version, BundleError> {
-        let _writer = self.lock_writer();
-        let mut snapshot = Snapshot::clone(&self.state.load());
-        let entry = snapshot.names.get_mut(name).ok_or_else(|| BundleError::UnknownBundle { name: name.to_owned() })?;
-        if !entry.versions.contains_key(version) {
-            return Err(BundleError::UnknownVersion { name: name.to_owned(), version: version.to_string() });
-        }
-        let previous = std::mem::replace(&mut entry.active, version.clone());
-        // Activation settles the name: a canary of it ends (promoted when it is this version).
-        entry.canary = None;
-        self.state.store(Arc::new(snapshot));
-        if previous != *version {
-            tracing::info!(bundle = name, %version, %previous, "bundle activated");
-        }
-        Ok(previous)
+        self.routes.activate(name, version)
     }
 
     /// Sends `share_percent` of `name`'s requests to `version` (loaded, not active), beside
     /// the active version; replaces any canary `name` had.
     pub fn start_canary(&self, name: &str, version: &Version, share_percent: f64) -> Result<(), BundleError> {
-        let _writer = self.lock_writer();
-        let mut snapshot = Snapshot::clone(&self.state.load());
-        let entry = snapshot.names.get_mut(name).ok_or_else(|| BundleError::UnknownBundle { name: name.to_owned() })?;
-        if !entry.versions.contains_key(version) {
-            return Err(BundleError::UnknownVersion { name: name.to_owned(), version: version.to_string() });
-        }
-        let per_mille = (share_percent * 10.0).round().clamp(1.0, 999.0) as u64;
-        entry.canary = Some(Canary { version: version.clone(), per_mille, routed: Arc::default() });
-        self.state.store(Arc::new(snapshot));
-        tracing::info!(bundle = name, %version, share_percent, "canary started");
-        Ok(())
+        self.routes.start_canary(name, version, share_percent)
     }
 
-    /// Ends `name`'s canary, if any, without promoting it: every request goes to the active
-    /// version again. Returns the canary's version.
+    /// Ends `name`'s canary, if any, without promoting it. Returns the canary's version.
     pub fn stop_canary(&self, name: &str) -> Option<Version> {
-        let _writer = self.lock_writer();
-        let mut snapshot = Snapshot::clone(&self.state.load());
-        let canary = snapshot.names.get_mut(name)?.canary.take()?;
-        self.state.store(Arc::new(snapshot));
-        tracing::info!(bundle = name, version = %canary.version, "canary stopped");
-        Some(canary.version)
+        self.routes.stop_canary(name)
     }
 
     /// The active version of every name.
     pub fn active_versions(&self) -> BTreeMap<String, Version> {
-        self.state.load().names.iter().map(|(name, entry)| (name.clone(), entry.active.clone())).collect()
+        self.routes.active_versions()
     }
 
     /// The canary version of every name that has one.
     pub fn canary_versions(&self) -> BTreeMap<String, Version> {
-        let snapshot = self.state.load();
-        snapshot
-            .names
-            .iter()
-            .filter_map(|(name, entry)| Some((name.clone(), entry.canary.as_ref()?.version.clone())))
-            .collect()
+        self.routes.canary_versions()
     }
 
     /// Unloads an inactive version. In-flight requests holding it finish first.
     pub fn remove(&self, name: &str, version: &Version) -> Result<(), BundleError> {
-        let _writer = self.lock_writer();
-        let mut snapshot = Snapshot::clone(&self.state.load());
-        let entry = snapshot.names.get_mut(name).ok_or_else(|| BundleError::UnknownBundle { name: name.to_owned() })?;
-        if &entry.active == version || entry.canary.as_ref().is_some_and(|canary| &canary.version == version) {
-            return Err(BundleError::InUse { name: name.to_owned(), version: version.to_string() });
-        }
-        entry
-            .versions
-            .remove(version)
-            .ok_or_else(|| BundleError::UnknownVersion { name: name.to_owned(), version: version.to_string() })?;
-        self.state.store(Arc::new(snapshot));
-        Ok(())
+        self.routes.remove(name, version)
     }
 
     /// Every bundle name with its active version, sorted by name.
     pub fn summaries(&self) -> Vec<BundleSummary> {
-        let snapshot = self.state.load();
-        snapshot.names.iter().filter_map(|(name, entry)| summary(name, entry)).collect()
+        self.routes.describe(summary)
     }
 
     /// The summary of one bundle name, if it is loaded.
     pub fn summary(&self, name: &str) -> Option<BundleSummary> {
-        let snapshot = self.state.load();
-        snapshot.names.get(name).and_then(|entry| summary(name, entry))
+        self.routes.describe_one(name, summary)
     }
 
     /// Every version of `name`, ascending.
     pub fn versions(&self, name: &str) -> Vec<Arc<Bundle>> {
-        self.state.load().names.get(name).map(|entry| entry.versions.values().cloned().collect()).unwrap_or_default()
-    }
-
-    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.routes.versions(name)
     }
 }
 

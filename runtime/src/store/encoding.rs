@@ -15,7 +15,7 @@ use prost::Message;
 use uuid::Uuid;
 
 use super::error::StoreError;
-use super::record::PredictionRecord;
+use super::record::{JsonText, PredictionRecord};
 use super::time::time_of_id;
 
 /// The first byte of a format-1 value.
@@ -73,7 +73,7 @@ pub(crate) fn encode(record: &PredictionRecord) -> Result<Vec<u8>, StoreError> {
         plugin_sha256: digest("plugin_sha256", &record.plugin_sha256)?,
         model_sha256: digest("model_sha256", &record.model_sha256)?,
         input_sha256: digest("input_sha256", &record.input_sha256)?,
-        input: record.input.as_ref().map(json),
+        input: record.input.as_ref().map(|input| input.as_str().to_owned()),
         outputs: json(&record.outputs),
         latency_ms: record.latency_ms,
         token_id: record.token_id.clone(),
@@ -119,7 +119,10 @@ pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<PredictionRecord, Store
                 plugin_sha256: digest("plugin_sha256", &stored.plugin_sha256)?,
                 model_sha256: digest("model_sha256", &stored.model_sha256)?,
                 input_sha256: digest("input_sha256", &stored.input_sha256)?,
-                input: stored.input.as_deref().map(|text| json("input", text)).transpose()?,
+                input: stored
+                    .input
+                    .map(|text| JsonText::parse(text).map_err(|error| corrupt(format!("input is not JSON: {error}"))))
+                    .transpose()?,
                 outputs: json("outputs", &stored.outputs)?,
                 latency_ms: stored.latency_ms,
                 token_id: stored.token_id,
@@ -148,7 +151,10 @@ mod tests {
             plugin_sha256: "4c4da2591fc4f727bb1c547880a0924aa43636478fcca5479c4e62d41b999c92".to_owned(),
             model_sha256: "ed2233beec7654225956366b70f05e6613f50a01106df69314864dbdfadb9151".to_owned(),
             input_sha256: "00".repeat(32),
-            input: Some(json!({"make": "toyota", "model": "corolla", "year": 2019, "mileage": 42000})),
+            input: Some(
+                JsonText::parse(r#"{"make":"toyota","model":"corolla","year":2019,"mileage":42000}"#.to_owned())
+                    .unwrap(),
+            ),
             outputs: json!({"price": 14250.5}),
             latency_ms: 0.41,
             token_id: Some("186a4da43e30e4a3".to_owned()),
@@ -165,6 +171,25 @@ mod tests {
         assert_eq!(decode(record.id.as_bytes(), &bytes).unwrap(), record);
         let json = serde_json::to_vec(&record).unwrap();
         assert!(bytes.len() * 3 < json.len() * 2, "{} bytes against {} as JSON", bytes.len(), json.len());
+    }
+
+    #[test]
+    fn an_input_is_kept_byte_for_byte_and_a_corrupt_one_is_named() {
+        let mut record = record();
+        let sent = "{ \"year\": 2019,\n  \"make\": \"toyota\" }";
+        record.input = Some(JsonText::parse(sent.to_owned()).unwrap());
+        let read = decode(record.id.as_bytes(), &encode(&record).unwrap()).unwrap();
+        assert_eq!(read.input.as_ref().map(JsonText::as_str), Some(sent), "whitespace and key order kept");
+        // Answered as the JSON it is, not as a string of it.
+        let answered: serde_json::Value = serde_json::to_value(&read).unwrap();
+        assert_eq!(answered["input"], json!({"year": 2019, "make": "toyota"}));
+
+        let mut stored = StoredPrediction::decode(&encode(&record).unwrap()[1..]).unwrap();
+        stored.input = Some("{\"year\": ".to_owned());
+        let mut bytes = vec![PROTOBUF_V1];
+        stored.encode(&mut bytes).unwrap();
+        let error = decode(record.id.as_bytes(), &bytes).unwrap_err().to_string();
+        assert!(error.contains("input is not JSON"), "{error}");
     }
 
     #[test]

@@ -47,7 +47,9 @@ use uuid::Uuid;
 pub use audit::VerifyRange;
 pub use config::{Durability, StoreConfig};
 pub use error::StoreError;
-pub use record::{AuditKind, AuditProblem, AuditRecord, AuditReport, PredictionRecord, StoreStats, Verification};
+pub use record::{
+    AuditKind, AuditProblem, AuditRecord, AuditReport, JsonText, PredictionRecord, StoreStats, Verification,
+};
 pub use table::{Table, TableOp};
 pub use time::{now_unix_ms, rfc3339_millis, time_of_id};
 
@@ -312,18 +314,19 @@ impl Inner {
     /// Queues a write that must not be refused: at once if the queue has room, otherwise the returned
     /// future waits for room off the runtime's threads.
     fn enqueue_waiting(&self, write: Write) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        let attempt = match &self.sender {
-            None => Err(None),
-            Some(sender) => sender.try_send(write).map_err(|error| match error {
-                TrySendError::Disconnected(_) => None,
-                TrySendError::Full(write) => Some((sender.clone(), write)),
-            }),
+        let offered = match &self.sender {
+            None => Offered::Closed,
+            Some(sender) => match sender.try_send(write) {
+                Ok(()) => Offered::Queued,
+                Err(TrySendError::Disconnected(_)) => Offered::Closed,
+                Err(TrySendError::Full(write)) => Offered::Full(sender.clone(), write),
+            },
         };
         async move {
-            match attempt {
-                Ok(()) => Ok(()),
-                Err(None) => Err(StoreError::Closed),
-                Err(Some((sender, write))) => tokio::task::spawn_blocking(move || sender.send(write))
+            match offered {
+                Offered::Queued => Ok(()),
+                Offered::Closed => Err(StoreError::Closed),
+                Offered::Full(sender, write) => tokio::task::spawn_blocking(move || sender.send(write))
                     .await
                     .map_err(|_| StoreError::Closed)?
                     .map_err(|_| StoreError::Closed),
@@ -349,6 +352,14 @@ impl Inner {
         let _ = writer.join();
         result
     }
+}
+
+/// Where a write that must not be refused stands once offered to the writer's queue.
+enum Offered {
+    Queued,
+    Closed,
+    /// The queue is full: the write waits for room, off the runtime's threads.
+    Full(Sender<Write>, Write),
 }
 
 impl Drop for Inner {

@@ -17,8 +17,9 @@ pub struct PredictionRecord {
     pub plugin_sha256: String,
     pub model_sha256: String,
     pub input_sha256: String,
-    /// The client's input, or `None` when `store.store_inputs` is off (the pipeline decides).
-    pub input: Option<serde_json::Value>,
+    /// The client's input as it sent it, so that `input_sha256` is its digest; `None` when
+    /// `store.store_inputs` is off (the pipeline decides).
+    pub input: Option<JsonText>,
     pub outputs: serde_json::Value,
     pub latency_ms: f64,
     /// The id of the API token that asked for it (never the token); absent without one.
@@ -31,6 +32,40 @@ pub struct PredictionRecord {
     /// that the valuation a dealer showed can be explained again later, as it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<serde_json::Value>,
+}
+
+/// JSON text kept byte for byte as it was written, and answered as the JSON it is.
+///
+/// A client's input is stored so: parsing it into a tree and writing it out again cost
+/// allocations on every request and changed its bytes, so the stored input no longer matched
+/// its recorded digest. Equal when the texts are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<serde_json::value::RawValue>);
+
+impl JsonText {
+    /// `text` when it is one JSON value, else the reason it is not.
+    pub fn parse(text: String) -> Result<Self, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).map(Self)
+    }
+
+    /// `text` itself when it is JSON, else a JSON string holding it.
+    pub fn or_string(text: &str) -> Self {
+        Self::parse(text.to_owned()).unwrap_or_else(|_| {
+            // A string always serialises.
+            Self(serde_json::value::to_raw_value(text).expect("a string is JSON"))
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
 /// What an audit event records.

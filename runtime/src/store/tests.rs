@@ -18,7 +18,7 @@ fn prediction_at(id: Uuid, n: u64) -> PredictionRecord {
         plugin_sha256: "ab".repeat(32),
         model_sha256: "cd".repeat(32),
         input_sha256: "ef".repeat(32),
-        input: Some(json!({"n": n, "petal": [1.5, 0.25]})),
+        input: Some(JsonText::or_string(&json!({"n": n, "petal": [1.5, 0.25]}).to_string())),
         outputs: json!({"class": "setosa", "p": 0.875}),
         latency_ms: 0.5,
         token_id: n.is_multiple_of(2).then(|| "0123456789abcdef".to_owned()),

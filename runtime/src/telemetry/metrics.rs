@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::error_code::ErrorCode;
+
 /// Every metric Forecourt exports. Prometheus conventions: `forecourt_` prefix, base
 /// units, `_total` counters, `_seconds` histograms. Labels are bounded: bundle names and
 /// versions (a handful), statuses (the error codes), output names.
@@ -247,19 +249,23 @@ fn describe() {
     metrics::gauge!(names::STORE_QUEUE_DEPTH).set(0.0);
 }
 
-/// One bundle version's metric handles, registered once: recording through a handle
-/// allocates nothing, unlike the macros with owned label values on every request.
+/// One bundle version's metric handles, registered when the version loads: recording
+/// through a handle takes no lock and allocates nothing, unlike the macros with owned label
+/// values (or a map of handles behind a lock) on every request.
 pub struct BundleMetrics {
     bundle: String,
     version: String,
     requests_ok: metrics::Counter,
+    /// `forecourt_requests_total{status=<code>}` per error code, registered on its first
+    /// refusal so that /metrics lists only the codes that happened.
+    refused: [OnceLock<metrics::Counter>; ErrorCode::ALL.len()],
     request_duration: metrics::Histogram,
     plugin_duration: metrics::Histogram,
     inference_duration: metrics::Histogram,
     predictions: metrics::Counter,
-    /// The dashboard's window, shared by every bundle version.
-    recent: std::sync::Arc<super::RecentTraffic>,
-    predicted_values: std::sync::RwLock<std::collections::HashMap<String, metrics::Histogram>>,
+    /// Per model output, in the model's order: registered on the output's first
+    /// single-valued prediction (a multi-valued output such as a forecast never has one).
+    predicted_values: Vec<(String, OnceLock<metrics::Histogram>)>,
 }
 
 impl std::fmt::Debug for BundleMetrics {
@@ -272,31 +278,38 @@ impl std::fmt::Debug for BundleMetrics {
 }
 
 impl BundleMetrics {
-    pub fn new(bundle: &str, version: &str, recent: std::sync::Arc<super::RecentTraffic>) -> Self {
+    /// The handles of version `version` of `bundle`, whose model has `outputs` in this order.
+    pub fn new<'a>(bundle: &str, version: &str, outputs: impl IntoIterator<Item = &'a str>) -> Self {
         let (bundle, version) = (bundle.to_owned(), version.to_owned());
         Self {
             requests_ok: metrics::counter!(names::REQUESTS, "bundle" => bundle.clone(), "version" => version.clone(), "status" => "ok"),
+            refused: std::array::from_fn(|_| OnceLock::new()),
             request_duration: metrics::histogram!(names::REQUEST_DURATION, "bundle" => bundle.clone()),
             plugin_duration: metrics::histogram!(names::PLUGIN_DURATION, "bundle" => bundle.clone()),
             inference_duration: metrics::histogram!(names::INFERENCE_DURATION, "bundle" => bundle.clone()),
             predictions: metrics::counter!(names::PREDICTIONS, "bundle" => bundle.clone(), "version" => version.clone()),
-            recent,
-            predicted_values: Default::default(),
+            predicted_values: outputs.into_iter().map(|name| (name.to_owned(), OnceLock::new())).collect(),
             bundle,
             version,
         }
     }
 
-    /// One request answered (`error_code` None) or refused, and how long it took.
-    pub fn request(&self, error_code: Option<&'static str>, seconds: f64) {
-        match error_code {
+    /// One request answered (`refused` None) or refused with that code, and how long it took.
+    pub fn request(&self, refused: Option<ErrorCode>, seconds: f64) {
+        match refused {
             None => self.requests_ok.increment(1),
-            Some(code) => metrics::counter!(names::REQUESTS, "bundle" => self.bundle.clone(),
-                "version" => self.version.clone(), "status" => code)
-            .increment(1),
+            Some(code) => {
+                let register = || {
+                    metrics::counter!(names::REQUESTS, "bundle" => self.bundle.clone(),
+                        "version" => self.version.clone(), "status" => code.as_str())
+                };
+                match self.refused.get(code as usize) {
+                    Some(counter) => counter.get_or_init(register).increment(1),
+                    None => register().increment(1),
+                }
+            }
         }
         self.request_duration.record(seconds);
-        self.recent.observe(error_code.is_some(), seconds);
     }
 
     /// One instance predicted: its plugin time and the model run's time (if it had its own).
@@ -313,14 +326,12 @@ impl BundleMetrics {
         self.inference_duration.record(seconds);
     }
 
-    pub fn predicted_value(&self, output: &str, value: f64) {
-        let known = self.predicted_values.read().unwrap_or_else(|p| p.into_inner()).get(output).cloned();
-        let histogram = known.unwrap_or_else(|| {
-            let histogram = metrics::histogram!(names::PREDICTED_VALUE, "bundle" => self.bundle.clone(), "output" => output.to_owned());
-            let mut values = self.predicted_values.write().unwrap_or_else(|p| p.into_inner());
-            values.entry(output.to_owned()).or_insert(histogram).clone()
-        });
-        histogram.record(value);
+    /// The single value a prediction gave for the model's output number `output`.
+    pub fn predicted_value(&self, output: usize, value: f64) {
+        let Some((name, histogram)) = self.predicted_values.get(output) else { return };
+        histogram
+            .get_or_init(|| metrics::histogram!(names::PREDICTED_VALUE, "bundle" => self.bundle.clone(), "output" => name.clone()))
+            .record(value);
     }
 }
 
