@@ -23,6 +23,11 @@ stop_server() { [ -n "$server" ] && { kill "$server" 2>/dev/null; wait "$server"
 # cpu_ticks: the running appliance's CPU time so far (user + system), in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 
+# context_switches: the running appliance's context switches so far (voluntary and not),
+# summed over its living threads. Unlike CPU time it hardly moves with a neighbour's load,
+# so it shows a hand-off between threads saved or added on a noisy machine.
+context_switches() { cat "/proc/$server"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'; }
+
 # start_server DATA_DIR [BINARY]: runs the appliance on DATA_DIR and returns once GET /health
 # answers 200 (polled every 10 ms, so that its time is the start-up's); sets $address.
 start_server() {
@@ -44,10 +49,12 @@ start_server() {
   echo "the server did not become ready" >&2; cat "$data/stderr" >&2; exit 1
 }
 
-# wrk_summary LABEL TICKS: reads wrk --latency output, prints "LABEL req/s p50 p99 non2xx
-# cpu-us-per-request" (TICKS: the appliance's CPU time over the run, in clock ticks).
+# wrk_summary LABEL TICKS [SWITCHES]: reads wrk --latency output, prints "LABEL req/s p50 p99
+# non2xx cpu-us-per-request context-switches-per-request" (TICKS: the appliance's CPU time
+# over the run, in clock ticks; SWITCHES: its context switches over the run, "-" without).
 wrk_summary() {
-  awk -v label="$1" -v ticks="$2" -v hz="$(getconf CLK_TCK)" '
+  awk -v label="$1" -v ticks="$2" -v switches="${3:--}" -v hz="$(getconf CLK_TCK)" '
     /requests in/ {count=$1} /Requests\/sec/ {rps=$2} / 50%/ {p50=$2} / 99%/ {p99=$2} /non-2xx responses/ {bad=$3}
-    END {printf "%s %s %s %s %s %.1f\n", label, rps, p50, p99, (bad == "" ? 0 : bad), ticks / hz * 1e6 / count}'
+    END {printf "%s %s %s %s %s %.1f %s\n", label, rps, p50, p99, (bad == "" ? 0 : bad), ticks / hz * 1e6 / count,
+      (switches == "-" ? "-" : sprintf("%.2f", switches / count))}'
 }

@@ -35,7 +35,7 @@ BUNDLES=${BUNDLES:-bundles}
 source bench/common.sh
 
 # run LABEL TOKEN [BINARY]: one appliance, warm-up, measured run; appends "LABEL req/s p50 p99
-# non2xx cpu-us-per-request RSS stored" to the results.
+# non2xx cpu-us-per-request switches-per-request RSS stored" to the results.
 run() {
   local label=$1 token=$2 program=${3:-$binary} data
   data=$(mktemp -d -p "$scratch")
@@ -49,17 +49,17 @@ run() {
   start_server "$data" "$program"
   local url="$address/v1/predict/car-price"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${auth[@]}" -s bench/car-price.lua "$url" >/dev/null
-  local result ticks
-  ticks=$(cpu_ticks)
+  local result ticks switches
+  ticks=$(cpu_ticks) switches=$(context_switches)
   result=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${auth[@]}" -s bench/car-price.lua "$url")
-  ticks=$(($(cpu_ticks) - ticks))
+  ticks=$(($(cpu_ticks) - ticks)) switches=$(($(context_switches) - switches))
   echo "----- $label -----"
   echo "$result"
   local admin_header=()
   [ -n "$token" ] && admin_header=(-H "Authorization: Bearer $(cat "$data/admin.token")")
   rss=$(curl -s "${admin_header[@]}" "$address/metrics" | awk '/^process_resident_memory_bytes/ {printf "%.0f", $2/1048576}')
   stored=$(curl -s "${admin_header[@]}" "$address/health/detailed" | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["stats"]["predictions"])')
-  echo "$(echo "$result" | wrk_summary "$label" "$ticks") $rss $stored" >>"$scratch/results"
+  echo "$(echo "$result" | wrk_summary "$label" "$ticks" "$switches") $rss $stored" >>"$scratch/results"
   stop_server
 }
 
@@ -91,13 +91,15 @@ done
 
 echo
 echo "summary: car-price, $CONNECTIONS connections, ${DURATION}s runs, $ROUNDS rounds, store durability ${FORECOURT_STORE__DURABILITY:-durable}"
-printf '  %-12s %10s %9s %9s %8s %8s %10s %12s\n' run requests/s p50 p99 non-2xx "RSS MiB" stored "CPU us/req"
-while read -r label rps p50 p99 bad cpu rss stored; do
-  printf '  %-12s %10s %9s %9s %8s %8s %10s %12s\n' "$label" "$rps" "$p50" "$p99" "$bad" "$rss" "$stored" "$cpu"
+printf '  %-12s %10s %9s %9s %8s %8s %10s %12s %12s\n' run requests/s p50 p99 non-2xx "RSS MiB" stored "CPU us/req" "switches/req"
+while read -r label rps p50 p99 bad cpu switches rss stored; do
+  printf '  %-12s %10s %9s %9s %8s %8s %10s %12s %12s\n' "$label" "$rps" "$p50" "$p99" "$bad" "$rss" "$stored" "$cpu" "$switches"
 done <"$scratch/results"
 # CPU time per request is the appliance's own (user + system, from /proc): a virtual
 # machine's steal time, which moves requests/s by tens of percent here, is not in it.
-awk -v first="$first" -v second="$second" '{sum[$1]+=$2; cpu[$1]+=$6; n[$1]++} END {
+awk -v first="$first" -v second="$second" '{sum[$1]+=$2; cpu[$1]+=$6; cs[$1]+=$7; n[$1]++} END {
   a=sum[first]/n[first]; k=sum[second]/n[second]; ca=cpu[first]/n[first]; ck=cpu[second]/n[second];
+  sa=cs[first]/n[first]; sk=cs[second]/n[second];
   printf "  mean requests/s: %s %.0f, %s %.0f (%+.1f%%)\n", first, a, second, k, (k-a)/a*100;
-  printf "  mean CPU per request: %s %.1f us, %s %.1f us (%+.1f%%)\n", first, ca, second, ck, (ck-ca)/ca*100 }' "$scratch/results"
+  printf "  mean CPU per request: %s %.1f us, %s %.1f us (%+.1f%%)\n", first, ca, second, ck, (ck-ca)/ca*100;
+  printf "  mean context switches per request: %s %.2f, %s %.2f\n", first, sa, second, sk }' "$scratch/results"

@@ -62,30 +62,31 @@ PY
 
 rss_mib() { awk '/^Rss:/ {printf "%.0f", $2 / 1024}' "/proc/$server/smaps_rollup"; }
 
-# record LABEL RESULT TICKS: prints a run and appends "LABEL req/s p50 p99 non2xx cpu-us/req".
+# record LABEL RESULT TICKS SWITCHES: prints a run and appends "LABEL req/s p50 p99 non2xx
+# cpu-us/req switches/req".
 record() {
   echo "----- $1 -----"
   echo "$2"
-  echo "$2" | wrk_summary "$1" "$3" >>"$scratch/results"
+  echo "$2" | wrk_summary "$1" "$3" "$4" >>"$scratch/results"
 }
 
 # wrk_run LABEL CONNECTIONS URL [SCRIPT]: warm-up, measured run. SCRIPT's body is in
 # $BENCH_BODY ($BENCH_HEADER_LENGTH: binary framing).
 wrk_run() {
-  local label=$1 connections=$2 url=$3 script=() result ticks
+  local label=$1 connections=$2 url=$3 script=() result ticks switches
   [ -n "${4:-}" ] && script=(-s "$4")
   wrk -t1 -c"$connections" -d"${WARMUP}s" "${script[@]}" "$url" >/dev/null
-  ticks=$(cpu_ticks)
+  ticks=$(cpu_ticks) switches=$(context_switches)
   result=$(wrk -t1 -c"$connections" -d"${DURATION}s" --latency "${script[@]}" "$url")
-  record "$label" "$result" $(($(cpu_ticks) - ticks))
+  record "$label" "$result" $(($(cpu_ticks) - ticks)) $(($(context_switches) - switches))
 }
 
 grpc_run() {
-  local result ticks
+  local result ticks switches
   "$grpc_load" "$grpc_address" --connections "$CONNECTIONS" --duration "$WARMUP" --warmup 0 >/dev/null
-  ticks=$(cpu_ticks)
+  ticks=$(cpu_ticks) switches=$(context_switches)
   result=$("$grpc_load" "$grpc_address" --connections "$CONNECTIONS" --duration "$DURATION" --warmup 0)
-  record grpc "$result" $(($(cpu_ticks) - ticks))
+  record grpc "$result" $(($(cpu_ticks) - ticks)) $(($(context_switches) - switches))
 }
 
 : >"$scratch/results"
@@ -102,7 +103,7 @@ for round in $(seq 1 "$ROUNDS"); do
     wrk_run v2-binary "$CONNECTIONS" "$address/v2/models/car-price/infer" bench/post.lua
   grpc_run
   BENCH_BODY=$scratch/batch.body wrk_run batch-1000 "$BATCH_CONNECTIONS" "$address/v1/predict/car-price/batch" bench/post.lua
-  after=$(rss_mib)
+  after=$(rss_mib) threads=$(find "/proc/$server/task" -mindepth 1 -maxdepth 1 | wc -l)
   read -r stored encoded < <(curl -s "$address/health/detailed" |
     python3 -c 'import json,sys; s = json.load(sys.stdin)["store"]["stats"]; print(s["predictions"], s["mean_record_bytes"])')
   stop_server
@@ -113,7 +114,7 @@ for round in $(seq 1 "$ROUNDS"); do
   start_server "$data"
   cold=$((($(date +%s%N) - began) / 1000000))
   stop_server
-  echo "$round $idle $after $stored $bytes $encoded $cold" >>"$scratch/memory"
+  echo "$round $idle $after $stored $bytes $encoded $cold $threads" >>"$scratch/memory"
 
   data=$(mktemp -d -p "$scratch")
   FORECOURT_STORE__DURABILITY=relaxed start_server "$data"
@@ -124,21 +125,21 @@ done
 echo
 echo "summary: car-price, $CONNECTIONS connections (batch $BATCH_CONNECTIONS), ${DURATION}s runs, $ROUNDS rounds"
 awk '
-  {label[NR]=$1; rps[NR]=$2; p50[NR]=$3; p99[NR]=$4; bad[NR]=$5; cpu[NR]=$6; if ($1 == "health") ceiling[++h]=$2}
+  {label[NR]=$1; rps[NR]=$2; p50[NR]=$3; p99[NR]=$4; bad[NR]=$5; cpu[NR]=$6; cs[NR]=$7; if ($1 == "health") ceiling[++h]=$2}
   END {
-    printf "  %-11s %12s %9s %9s %8s %10s %11s\n", "run", "requests/s", "p50", "p99", "non-2xx", "of /health", "CPU us/req"
+    printf "  %-11s %12s %9s %9s %8s %10s %11s %11s\n", "run", "requests/s", "p50", "p99", "non-2xx", "of /health", "CPU us/req", "switches/req"
     round = 0
     for (i = 1; i <= NR; i++) {
       if (label[i] == "health") round++
       extra = label[i] == "batch-1000" ? sprintf("  (%.2fM rows/min)", rps[i] * 1000 * 60 / 1e6) : ""
-      printf "  %-11s %12s %9s %9s %8s %9.1f%% %11s%s\n", label[i], rps[i], p50[i], p99[i], bad[i],
-        rps[i] / ceiling[round] * 100, cpu[i], extra
+      printf "  %-11s %12s %9s %9s %8s %9.1f%% %11s %11s%s\n", label[i], rps[i], p50[i], p99[i], bad[i],
+        rps[i] / ceiling[round] * 100, cpu[i], cs[i], extra
     }
   }' "$scratch/results"
-while read -r round idle after stored bytes encoded cold; do
+while read -r round idle after stored bytes encoded cold threads; do
   each=$((bytes / stored))
-  printf '  round %s: RSS idle %s MiB, after the load %s MiB; %s predictions stored, %s bytes on disk, %s bytes each' \
-    "$round" "$idle" "$after" "$stored" "$bytes" "$each"
+  printf '  round %s: RSS idle %s MiB, after the load %s MiB (%s threads); %s predictions stored, %s bytes on disk, %s bytes each' \
+    "$round" "$idle" "$after" "$threads" "$stored" "$bytes" "$each"
   printf ' (a record is %s bytes encoded: %s.%02dx)\n' "$encoded" "$((each / encoded))" "$((each * 100 / encoded % 100))"
   printf '  round %s: cold start with cached plugins %s ms (exec to GET /health 200)\n' "$round" "$cold"
 done <"$scratch/memory"
