@@ -1,7 +1,8 @@
 //! A fixed pool of OS threads for synchronous, CPU-bound work (plugin and model calls),
 //! fed by a bounded queue. Async callers submit a job and await its result without
 //! occupying a runtime thread; a full queue is refused at once ([`WorkerError::Overloaded`])
-//! so overload turns into fast rejections instead of unbounded memory and latency.
+//! so overload turns into fast rejections instead of unbounded memory and latency. A job
+//! runs in its caller's tracing span.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
@@ -53,7 +54,11 @@ impl WorkerPool {
         F: FnOnce() -> R + Send + 'static,
     {
         let (reply, result) = oneshot::channel();
+        // The caller's span (a request's, with its id) follows the job to its thread, so
+        // that whatever the job logs is the request's.
+        let span = tracing::Span::current();
         let job: Job = Box::new(move || {
+            let _entered = span.enter();
             // A panic is reported to the caller (the dropped reply) and the thread lives on.
             if let Ok(value) = catch_unwind(AssertUnwindSafe(job)) {
                 let _ = reply.send(value);
@@ -111,6 +116,19 @@ mod tests {
         running.await.unwrap();
         assert_eq!(queued.await, Ok(2));
         assert_eq!(pool.submit(|| 4).unwrap().await, Ok(4));
+    }
+
+    #[tokio::test]
+    async fn the_caller_s_span_follows_the_job_to_its_thread() {
+        // Spans are tracked only under a subscriber; the appliance installs its own at start.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+        let pool = WorkerPool::new("test", 1, 4).unwrap();
+        let request = tracing::info_span!("request");
+        let caller = request.id().expect("a span the subscriber tracks");
+        let pending = request.in_scope(|| pool.submit(|| tracing::Span::current().id())).unwrap();
+        assert_eq!(pending.await.unwrap(), Some(caller));
+        // Outside any span, the job runs outside any.
+        assert_eq!(pool.submit(|| tracing::Span::current().id()).unwrap().await.unwrap(), None);
     }
 
     #[tokio::test]

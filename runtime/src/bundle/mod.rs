@@ -47,6 +47,7 @@ pub use manifest::{
 pub use profile::{DriftWindow, Feature, Profile, WindowCounts};
 pub use registry::{BundleSummary, CanarySummary, LoadReport, Registry};
 pub use response::default_response;
+pub use routes::{Routes, Versioned};
 pub use signature::{SIGNATURE_FILE, TrustedKeys};
 pub use stats::{StatsSnapshot, VersionStats};
 pub use training::TrainingFigures;

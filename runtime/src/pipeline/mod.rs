@@ -7,8 +7,16 @@
 //! whose outcomes it is judged on; batches and the inference protocol go to the active
 //! version (or the version they name), so that one batch never mixes versions.
 //!
-//! The pipeline knows bundles, the worker pool and the store; it knows nothing of HTTP.
-//! Every outcome is counted in the metrics of [`crate::telemetry::names`].
+//! The pipeline reaches bundles through the traits of [`backend`] (the appliance's
+//! [`Registry`] and [`Bundle`]s, the unit tests' plain ones), the worker pool and the store;
+//! it knows nothing of HTTP. Every outcome is counted in the metrics of
+//! [`crate::telemetry::names`].
+
+mod backend;
+#[cfg(test)]
+mod tests;
+
+pub use backend::{Backend, Router};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +27,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::TokenId;
-use crate::bundle::{Bundle, InferenceError, Registry};
+use crate::bundle::{Bundle, InferenceError, Registry, Versioned};
 use crate::error_code::ErrorCode;
 use crate::explain::{ExplainError, Explanation};
 use crate::model::ModelError;
@@ -125,15 +133,17 @@ pub struct BatchPrediction {
 
 /// Raw model outputs for the inference protocol.
 #[derive(Debug)]
-pub struct RawInference {
+pub struct RawInference<B = Bundle> {
     pub id: Uuid,
-    pub bundle: Arc<Bundle>,
+    pub bundle: Arc<B>,
     pub outputs: Vec<Tensor>,
 }
 
+/// The request path over the bundles `R` routes to: the appliance's [`Registry`] unless a
+/// test says otherwise.
 #[derive(Debug)]
-pub struct Pipeline {
-    registry: Arc<Registry>,
+pub struct Pipeline<R = Registry> {
+    registry: Arc<R>,
     workers: WorkerPool,
     store: Store,
     store_inputs: bool,
@@ -150,14 +160,8 @@ pub struct Pipeline {
 /// inputs are kept) the input.
 type Worked = (Result<crate::bundle::Inference, InferenceError>, String, Option<JsonText>);
 
-impl Pipeline {
-    pub fn new(
-        registry: Arc<Registry>,
-        workers: WorkerPool,
-        store: Store,
-        store_inputs: bool,
-        max_batch: usize,
-    ) -> Self {
+impl<R: Router> Pipeline<R> {
+    pub fn new(registry: Arc<R>, workers: WorkerPool, store: Store, store_inputs: bool, max_batch: usize) -> Self {
         Self {
             registry,
             workers,
@@ -171,7 +175,7 @@ impl Pipeline {
         }
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
+    pub fn registry(&self) -> &Arc<R> {
         &self.registry
     }
 
@@ -202,7 +206,7 @@ impl Pipeline {
     ) -> Result<Prediction, PipelineError> {
         let started = Instant::now();
         let routed = self.route(bundle)?;
-        let result = if explain && routed.explainer().is_none() {
+        let result = if explain && !routed.explainable() {
             Err(PipelineError::Inference(ExplainError::Unavailable.into()))
         } else {
             self.predict_on(&routed, Asked { id, request, origin, explain }, started).await
@@ -214,7 +218,7 @@ impl Pipeline {
 
     async fn predict_on(
         &self,
-        bundle: &Arc<Bundle>,
+        bundle: &Arc<R::Backend>,
         asked: Asked<'_>,
         started: Instant,
     ) -> Result<Prediction, PipelineError> {
@@ -223,7 +227,7 @@ impl Pipeline {
         let store_inputs = self.store_inputs;
         let (inference, input_sha256, input): Worked = self
             .submit(move || {
-                let inference = if explain { job_bundle.infer_explained(&request) } else { job_bundle.infer(&request) };
+                let inference = job_bundle.infer(&request, explain);
                 let (digest, input) = digest_input(&request, store_inputs);
                 (inference, digest, input)
             })
@@ -232,7 +236,7 @@ impl Pipeline {
         observe_inference(bundle.metrics(), &inference, true);
         self.batch_size.record(1.0);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut record = prediction_record(bundle, id, input_sha256, input, &inference.response, latency_ms);
+        let mut record = prediction_record(&**bundle, id, input_sha256, input, &inference.response, latency_ms);
         origin.stamp(&mut record);
         record.explanation = inference.explanation.as_ref().map(explanation_json);
         self.store.record(record).await?;
@@ -261,7 +265,7 @@ impl Pipeline {
             return Err(PipelineError::BatchTooLarge { size: instances.len(), max: self.max_batch });
         }
         let active = self.active(bundle)?;
-        if explain && active.explainer().is_none() {
+        if explain && !active.explainable() {
             return Err(PipelineError::Inference(ExplainError::Unavailable.into()));
         }
         let metrics = active.metrics();
@@ -294,7 +298,7 @@ impl Pipeline {
                 observe_inference(metrics, &inference, false);
                 shared_run.get_or_insert(inference.inference_time);
                 let id = Uuid::now_v7();
-                let mut record = prediction_record(&active, id, digest, input, &inference.response, latency_ms);
+                let mut record = prediction_record(&*active, id, digest, input, &inference.response, latency_ms);
                 origin.stamp(&mut record);
                 record.explanation = inference.explanation.as_ref().map(explanation_json);
                 records.push(record);
@@ -331,7 +335,7 @@ impl Pipeline {
         id: Uuid,
         inputs: Vec<Tensor>,
         origin: Origin<'_>,
-    ) -> Result<RawInference, PipelineError> {
+    ) -> Result<RawInference<R::Backend>, PipelineError> {
         let started = Instant::now();
         let target = match version {
             None => self.active(bundle)?,
@@ -347,7 +351,7 @@ impl Pipeline {
                 // The tensors' JSON (names, shapes, typed values) is what the client sent.
                 let json = serde_json::to_string(&inputs).unwrap_or_default();
                 let (digest, input) = digest_input(&json, store_inputs);
-                (job_bundle.model().run(&inputs), digest, input)
+                (job_bundle.run(&inputs), digest, input)
             })
             .await?;
         let outputs = outputs.map_err(|error: ModelError| PipelineError::Inference(error.into()));
@@ -360,32 +364,32 @@ impl Pipeline {
         };
         let response = crate::bundle::default_response(&outputs);
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        let mut record = prediction_record(&target, id, input_sha256, input, &response, latency_ms);
+        let mut record = prediction_record(&*target, id, input_sha256, input, &response, latency_ms);
         origin.stamp(&mut record);
         self.store.record(record).await?;
         self.answered(&target, None, started);
         Ok(RawInference { id, bundle: target, outputs })
     }
 
-    fn active(&self, name: &str) -> Result<Arc<Bundle>, PipelineError> {
+    fn active(&self, name: &str) -> Result<Arc<R::Backend>, PipelineError> {
         self.registry.active(name).ok_or_else(|| PipelineError::UnknownBundle { name: name.to_owned() })
     }
 
     /// The version this request goes to: the active one, or a canary for its share.
-    fn route(&self, name: &str) -> Result<Arc<Bundle>, PipelineError> {
+    fn route(&self, name: &str) -> Result<Arc<R::Backend>, PipelineError> {
         self.registry.route(name).ok_or_else(|| PipelineError::UnknownBundle { name: name.to_owned() })
     }
 
     /// Counts a request to `bundle` answered (`refused` None) or refused, in the bundle's
     /// metrics and the dashboard's window; returns the seconds it took.
-    fn answered(&self, bundle: &Bundle, refused: Option<ErrorCode>, started: Instant) -> f64 {
+    fn answered(&self, bundle: &R::Backend, refused: Option<ErrorCode>, started: Instant) -> f64 {
         let seconds = started.elapsed().as_secs_f64();
         bundle.metrics().request(refused, seconds);
         self.recent.observe(refused.is_some(), seconds);
         seconds
     }
 
-    async fn submit<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> Result<R, PipelineError> {
+    async fn submit<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, PipelineError> {
         let pending = self.workers.submit(job).inspect_err(|_| {
             self.rejected.increment(1);
         })?;
@@ -407,7 +411,7 @@ fn digest_input(request: &str, store_inputs: bool) -> (String, Option<JsonText>)
 }
 
 fn prediction_record(
-    bundle: &Bundle,
+    bundle: &impl Backend,
     id: Uuid,
     input_sha256: String,
     input: Option<JsonText>,
@@ -419,8 +423,8 @@ fn prediction_record(
         time: crate::store::time_of_id(id).unwrap_or_default(),
         bundle: bundle.name().to_owned(),
         version: bundle.version().to_string(),
-        plugin_sha256: bundle.plugin().sha256().to_owned(),
-        model_sha256: bundle.model().sha256().to_owned(),
+        plugin_sha256: bundle.digests().0.to_owned(),
+        model_sha256: bundle.digests().1.to_owned(),
         input_sha256,
         input,
         outputs: Value::Object(outputs.clone()),
