@@ -23,6 +23,8 @@ mod records;
 mod request_context;
 mod server;
 mod static_files;
+#[cfg(test)]
+mod tests;
 mod tls;
 pub(crate) mod v2;
 mod v2_binary;
@@ -161,12 +163,26 @@ pub(crate) fn permission_of(path: &str) -> Option<Permission> {
 /// (`/v1/bundles/` is `/v1/bundles`), so no route answers 404 for one.
 pub fn router(state: AppState, auth: AuthLayerState) -> NormalizePath<Router> {
     let server = Arc::clone(&state.config);
+    let router = guarded(routes(), &auth.audit).with_state(state);
+    with_stack(router, &server, auth)
+}
+
+/// Each route behind its permission check, and the API's answers for a path no route has
+/// and a method the route does not take.
+fn guarded<S: Clone + Send + Sync + 'static>(
+    routes: Vec<(&'static str, Permission, MethodRouter<S>)>,
+    audit: &DenialAudit,
+) -> Router<S> {
     let mut router = Router::new();
-    for (path, permission, method_router) in routes() {
-        let guard = auth::RouteGuard { permission, audit: auth.audit.clone() };
+    for (path, permission, method_router) in routes {
+        let guard = auth::RouteGuard { permission, audit: audit.clone() };
         router = router.route(path, method_router.route_layer(from_fn_with_state(guard, auth::authorize)));
     }
-    let router = router.fallback(not_found).method_not_allowed_fallback(method_not_allowed).with_state(state);
+    router.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
+}
+
+/// The middleware around every route.
+fn with_stack(router: Router, server: &ServerConfig, auth: AuthLayerState) -> NormalizePath<Router> {
     // The stack around every route, outermost first, and why each layer sits where it does:
     // 1. request context: the request id and span, so every response, refusals included,
     //    carries `x-request-id`, every log line of the request is inside its span, and
