@@ -46,6 +46,15 @@ fn every_response_has_a_request_id_and_a_predictions_is_its_id() {
         assert_eq!(reply.json["prediction_id"].as_str(), Some(reply.request_id()));
     }
     assert_eq!(replies[2].json["request_id"].as_str(), Some(replies[2].request_id()));
+
+    // The default (human-readable) log, written to a file as to the journal: each request's
+    // access line with its id, and no terminal colour codes.
+    let id = replies[0].request_id();
+    let access = server
+        .wait_for_log_line(Duration::from_secs(10), |line| line.contains(id) && line.contains("forecourt::access"))
+        .unwrap_or_else(|| panic!("no access log line for {id}:\n{}", server.logs()));
+    assert!(access.contains("status=200"), "{access}");
+    assert!(!server.logs().contains('\u{1b}'), "colour codes in a log that is no terminal:\n{}", server.logs());
 }
 
 #[test]

@@ -37,12 +37,17 @@ fn with_quiet_libraries(level: &str) -> String {
 }
 
 /// Installs the global subscriber. Logs go to stderr; stdout is for command output.
-/// Span fields (the request id) appear on every line logged inside the span.
+/// Span fields (the request id) appear on every line logged inside the span. Colours only
+/// on a terminal: the journal, a file or a pipe get plain text.
 pub fn init_logging(config: &LoggingConfig) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(with_quiet_libraries(&config.level)))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(with_quiet_libraries("info")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests starting several servers in one process) keeps the first.
     let _ = match config.format {
         LogFormat::Pretty => builder.try_init(),
