@@ -2,7 +2,10 @@
 """Talks to a Forecourt server's gRPC port through Triton's own gRPC client
 (tritonclient.grpc), as a real Open Inference Protocol client would; run by tests/tests/grpc.rs.
 
-    python3 tests/triton_grpc.py 127.0.0.1:PORT '[CALL, ...]'
+    python3 tests/triton_grpc.py 127.0.0.1:PORT '[CALL, ...]' [CA.pem]
+
+With CA.pem the channel is TLS, trusting that certificate authority (what a client of an
+appliance with [server.tls] does).
 
 Each CALL is an object with "call" and, for every call, an optional "token" (sent as
 `authorization: Bearer TOKEN` metadata):
@@ -83,7 +86,8 @@ def run(client, call):
 
 def main() -> None:
     url, calls = sys.argv[1], json.loads(sys.argv[2])
-    client = grpcclient.InferenceServerClient(url=url)
+    ca = sys.argv[3] if len(sys.argv) > 3 else None
+    client = grpcclient.InferenceServerClient(url=url, ssl=ca is not None, root_certificates=ca)
     report = []
     for call in calls:
         try:

@@ -161,7 +161,14 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
             max_concurrent_requests: config.server.max_concurrent_requests,
         });
         let settings = grpc::ListenerSettings::new(grpc_config, config.server.max_body_bytes);
-        let grpc_server = grpc::serve(grpc_listener, settings, service, wait_for(stopped.clone()));
+        let grpc_tls = match &tls {
+            Some(tls) => Some(grpc::ListenerTls {
+                config: tls.grpc_server_config()?,
+                handshake_timeout: config.server.connection_settings().handshake_timeout,
+            }),
+            None => None,
+        };
+        let grpc_server = grpc::serve(grpc_listener, settings, grpc_tls, service, wait_for(stopped.clone()));
         servers.spawn(async move { grpc_server.await.context("the gRPC server failed") });
     }
     let reload_interval = Duration::from_millis(config.auth.reload_interval_ms);

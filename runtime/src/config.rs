@@ -99,16 +99,6 @@ impl Config {
         self.server.validate()?;
         if let Some(grpc) = &self.grpc {
             grpc.validate(self.server.listen)?;
-            // The gRPC port speaks plain HTTP/2: beside an HTTPS API it would carry the same
-            // bearer tokens in clear, so the combination is refused rather than half-secured.
-            if self.server.tls.is_some() {
-                return Err(ConfigError::new(
-                    "grpc",
-                    "gRPC is served without TLS, and [server.tls] is set: tokens would cross the network in clear \
-                     on the gRPC port. Remove [grpc] (or put it behind a TLS-terminating proxy and drop \
-                     [server.tls] from this process)",
-                ));
-            }
         }
         self.auth.validate()?;
         self.plugins.validate()?;
@@ -184,9 +174,5 @@ mod tests {
         assert_eq!(Config::load(Some(&file)).unwrap_err().key, "grpc.listen");
         std::fs::write(&file, "[grpc]\nport = 9\n").unwrap();
         assert!(Config::load(Some(&file)).unwrap_err().message.contains("port"));
-        let tls = "[server.tls]\ncert_file = \"/dev/null\"\nkey_file = \"/dev/null\"\n[grpc]\n";
-        std::fs::write(&file, tls).unwrap();
-        let refused = Config::load(Some(&file)).unwrap_err();
-        assert!(refused.key == "grpc" && refused.message.contains("TLS"), "{refused}");
     }
 }

@@ -2,11 +2,12 @@
 //! own gRPC client (tritonclient.grpc, through tests/triton_grpc.py): health, metadata and
 //! readiness as HTTP /v2 reports them, inference with the client's default raw tensors
 //! giving what HTTP /v2 gives for the same input, each refusal with its status code and a
-//! message naming the input and the rule, tokens and roles as over HTTP, and the limits.
+//! message naming the input and the rule, tokens and roles as over HTTP, the limits, and TLS
+//! with the API's certificate beside HTTPS.
 
 use forecourt_testkit::{
-    Golden, Server, TestCertificates, add_token, all_bundles, assert_close, golden_car_with_forecast, preprocess,
-    temp_dir, triton_grpc,
+    Golden, Server, TestCertificates, add_token, all_bundles, assert_close, certificate_serial,
+    golden_car_with_forecast, preprocess, served_certificate_serial, temp_dir, triton_grpc, triton_grpc_over_tls,
 };
 use serde_json::{Value, json};
 
@@ -279,20 +280,36 @@ fn tokens_and_roles_guard_grpc_as_they_guard_http() {
 }
 
 #[test]
-fn grpc_beside_https_is_refused_at_start_and_drains_on_sigterm() {
+fn beside_https_grpc_speaks_tls_with_the_api_certificate_and_drains_on_sigterm() {
     let certificates = TestCertificates::generate();
-    let exited =
-        Server::builder(&all_bundles()).tls(&certificates).grpc().run_to_exit(std::time::Duration::from_secs(60));
-    assert!(!exited.status.success());
-    assert!(
-        exited.stderr.contains("invalid configuration `grpc`") && exited.stderr.contains("TLS"),
-        "{}",
-        exited.stderr
-    );
-
-    let server = Server::builder(&all_bundles()).grpc().start();
+    let server = Server::builder(&all_bundles()).tls(&certificates).grpc().start();
     let grpc = server.grpc_address();
-    assert_eq!(ok(&triton_grpc(&grpc, &json!([{"call": "live"}]))[0]), &json!(true));
+    assert_eq!(served_certificate_serial(&grpc, &certificates.ca), certificate_serial(&certificates.cert));
+
+    // Triton's client over TLS, trusting the test CA: the same prices as HTTPS /v2 gives.
+    let (features, years) = car_inputs(&golden_car_with_forecast());
+    let results =
+        triton_grpc_over_tls(&grpc, &certificates.ca, &json!([{"call": "live"}, car_call(&features, &years)]));
+    assert_eq!(ok(&results[0]), &json!(true));
+    let https =
+        server.post_json("/v2/models/car-price/infer", &http_body(&[("features", &features), ("years_ahead", &years)]));
+    assert_eq!(https.status, 200, "{https:?}");
+    assert_eq!(flat(&ok(&results[1])["outputs"]["price"]["data"]), flat(&https.json["outputs"][0]["data"]));
+
+    // In clear, the port serves nothing: a plaintext client gets no answer.
+    let clear = triton_grpc(&grpc, &json!([{"call": "live"}]));
+    assert_eq!(clear[0]["error"]["code"], "UNAVAILABLE", "{clear:?}");
+
+    // A renewed certificate reaches the gRPC port with the same reload as HTTPS (SIGHUP).
+    let second = certificates.renew();
+    let status = std::process::Command::new("kill").args(["-HUP", &server.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    server
+        .wait_for_log_line(std::time::Duration::from_secs(15), |line| line.contains("HTTPS certificate reloaded"))
+        .expect("the signal reloads the certificate");
+    assert_eq!(served_certificate_serial(&grpc, &certificates.ca), second);
+    assert_eq!(ok(&triton_grpc_over_tls(&grpc, &certificates.ca, &json!([{"call": "live"}]))[0]), &json!(true));
+
     server.sigterm();
     let status = server.wait_exit(std::time::Duration::from_secs(60)).expect("the server exits on SIGTERM");
     assert!(status.success(), "{status}");

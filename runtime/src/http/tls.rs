@@ -1,5 +1,5 @@
-//! HTTPS on the API's listener (rustls, ring provider), with a certificate that can be
-//! replaced while serving: [`CertificateReloader`] hands every new handshake the key pair
+//! TLS on the API's listener and the gRPC one (rustls, ring provider), with a certificate
+//! that can be replaced while serving: [`CertificateReloader`] hands every new handshake the key pair
 //! loaded last, so a reload (SIGHUP, or the files changing) drops no connection: the open
 //! ones keep the session they have.
 
@@ -72,14 +72,23 @@ impl CertificateReloader {
         }))
     }
 
-    /// The rustls configuration for the listener (HTTP/1.1 over TLS 1.2 or 1.3).
+    /// The rustls configuration for the API's listener (HTTP/1.1 over TLS 1.2 or 1.3).
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        self.config_for(b"http/1.1")
+    }
+
+    /// The rustls configuration for the gRPC listener: the same certificate, HTTP/2.
+    pub fn grpc_server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        self.config_for(b"h2")
+    }
+
+    fn config_for(self: &Arc<Self>, protocol: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&self.provider))
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Config)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![protocol.to_vec()];
         Ok(Arc::new(config))
     }
 

@@ -30,7 +30,8 @@ pub use server::{Client, Exited, Reply, Server, ServerBuilder};
 pub use tls::{TestCertificates, certificate_serial, served_certificate_serial};
 pub use tokens::{add_token, token_command};
 pub use tools::{
-    TritonTensors, ensure_apt, ensure_pip, ensure_pip_pinned, promtool_check, shap_parity, triton_grpc, triton_infer,
+    TritonTensors, ensure_apt, ensure_pip, ensure_pip_pinned, promtool_check, shap_parity, triton_grpc,
+    triton_grpc_over_tls, triton_infer,
 };
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! Tools the tests drive (promtool, Triton's Python client, schemathesis): installed when
 //! missing, so a test never skips for want of one.
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 
@@ -201,11 +202,21 @@ pub fn shap_parity(host_port: &str, bundle: &str) -> serde_json::Value {
 /// missing) against the gRPC listener at `host_port`: it makes each call of `calls` in turn
 /// (see the script) and reports, per call, `{"ok": ...}` or `{"error": {"code", "message"}}`.
 pub fn triton_grpc(host_port: &str, calls: &serde_json::Value) -> Vec<serde_json::Value> {
+    run_triton_grpc(host_port, calls, None)
+}
+
+/// [`triton_grpc`] over TLS, trusting the certificate authority in `ca` (PEM).
+pub fn triton_grpc_over_tls(host_port: &str, ca: &Path, calls: &serde_json::Value) -> Vec<serde_json::Value> {
+    run_triton_grpc(host_port, calls, Some(ca))
+}
+
+fn run_triton_grpc(host_port: &str, calls: &serde_json::Value, ca: Option<&Path>) -> Vec<serde_json::Value> {
     ensure_pip("tritonclient[grpc]", "tritonclient.grpc");
     let output = Command::new("python3")
         .arg(crate::repo_root().join("tests/triton_grpc.py"))
         .arg(host_port)
         .arg(calls.to_string())
+        .args(ca)
         .stdin(Stdio::null())
         .output()
         .expect("python3 runs");
