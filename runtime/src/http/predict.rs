@@ -29,31 +29,30 @@ pub struct PredictResponse {
     pub explanation: Option<Explanation>,
 }
 
-/// Query parameters of `POST /v1/predict/{bundle}`.
-#[derive(Debug, Default, utoipa::IntoParams)]
+/// Query parameters of `POST /v1/predict/{bundle}` and its batch; others are ignored.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PredictQuery {
     /// `true`: explain the prediction (exact TreeSHAP over the bundle's trees: car-price,
     /// housing); a bundle without trees answers 422 `explanations_unavailable`. Default `false`.
+    #[serde(default, deserialize_with = "flag")]
     pub explain: Option<bool>,
 }
 
 impl PredictQuery {
-    /// Reads `explain` from the raw query; other parameters are ignored, as before there were any.
+    /// The query, percent-decoded; a parameter that breaks its rule is the client's error.
     fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
-        let mut query = Self::default();
-        for pair in raw.unwrap_or_default().split('&') {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if name != "explain" {
-                continue;
-            }
-            query.explain = Some(match value {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => return Err(ApiError::invalid_field("explain", "`explain` must be true or false")),
-            });
-        }
-        Ok(query)
+        serde_urlencoded::from_str(raw.unwrap_or_default())
+            .map_err(|_| ApiError::invalid_field("explain", "`explain` must be true or false, once"))
+    }
+}
+
+/// A flag as query strings write it: `true` or `1`, `false` or `0`.
+fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    match String::deserialize(deserializer)?.as_str() {
+        "true" | "1" => Ok(Some(true)),
+        "false" | "0" => Ok(Some(false)),
+        _ => Err(serde::de::Error::custom("not a flag")),
     }
 }
 
@@ -206,4 +205,31 @@ pub async fn predict_batch(
 /// Who asked, as the prediction's record keeps it.
 pub(super) fn origin<'a>(caller: &'a Caller, client: Option<&'a Extension<ClientRequestId>>) -> Origin<'a> {
     Origin { token: caller.token_id(), client_request_id: client.map(|Extension(id)| &*id.0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error_code::ErrorCode;
+
+    #[test]
+    fn explain_is_a_flag_read_percent_decoded_beside_parameters_it_ignores() {
+        let cases = [
+            (None, None),
+            (Some(""), None),
+            (Some("explain=true"), Some(true)),
+            (Some("explain=1&page=2"), Some(true)),
+            (Some("explain=false"), Some(false)),
+            (Some("explain=0"), Some(false)),
+            (Some("explain=%74rue"), Some(true)),
+            (Some("explained=maybe"), None),
+        ];
+        for (raw, explain) in cases {
+            assert_eq!(PredictQuery::parse(raw).unwrap().explain, explain, "{raw:?}");
+        }
+        for bad in ["explain=maybe", "explain=", "explain", "explain=TRUE", "explain=true&explain=false"] {
+            let detail = PredictQuery::parse(Some(bad)).unwrap_err().detail();
+            assert_eq!((detail.code, detail.field.as_deref()), (ErrorCode::InvalidField, Some("explain")), "{bad}");
+        }
+    }
 }
