@@ -282,11 +282,19 @@ fn tokens_and_roles_guard_grpc_as_they_guard_http() {
 #[test]
 fn beside_https_grpc_speaks_tls_with_the_api_certificate_and_drains_on_sigterm() {
     let certificates = TestCertificates::generate();
-    let server = Server::builder(&all_bundles()).tls(&certificates).grpc().start();
+    // A handshake may take an hour: only handshakes on their own tasks let the calls below
+    // through while one connection stalls.
+    let server = Server::builder(&all_bundles())
+        .tls(&certificates)
+        .grpc()
+        .env("FORECOURT_SERVER__TLS_HANDSHAKE_TIMEOUT_SECS", "3600")
+        .start();
     let grpc = server.grpc_address();
     assert_eq!(served_certificate_serial(&grpc, &certificates.ca), certificate_serial(&certificates.cert));
 
-    // Triton's client over TLS, trusting the test CA: the same prices as HTTPS /v2 gives.
+    // Triton's client over TLS, trusting the test CA: the same prices as HTTPS /v2 gives,
+    // while a client that opened a connection and never said a word holds up nobody.
+    let stalled = std::net::TcpStream::connect(&grpc).expect("the gRPC port takes connections");
     let (features, years) = car_inputs(&golden_car_with_forecast());
     let results =
         triton_grpc_over_tls(&grpc, &certificates.ca, &json!([{"call": "live"}, car_call(&features, &years)]));
@@ -295,6 +303,7 @@ fn beside_https_grpc_speaks_tls_with_the_api_certificate_and_drains_on_sigterm()
         server.post_json("/v2/models/car-price/infer", &http_body(&[("features", &features), ("years_ahead", &years)]));
     assert_eq!(https.status, 200, "{https:?}");
     assert_eq!(flat(&ok(&results[1])["outputs"]["price"]["data"]), flat(&https.json["outputs"][0]["data"]));
+    drop(stalled);
 
     // In clear, the port serves nothing: a plaintext client gets no answer.
     let clear = triton_grpc(&grpc, &json!([{"call": "live"}]));
