@@ -38,6 +38,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod model;
 pub mod oip;
 pub mod pipeline;

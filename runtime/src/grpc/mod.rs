@@ -95,18 +95,9 @@ fn tls_incoming(listener: TcpListener, tls: ListenerTls) -> ReceiverStream<std::
     tokio::spawn(async move {
         loop {
             let (stream, remote) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors and the like: wait rather than spin.
-                        tracing::warn!(%error, "gRPC accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                accepted = crate::listener::accept(&listener) => accepted,
                 () = sender.closed() => return,
             };
-            let _ = stream.set_nodelay(true);
             let (acceptor, sender) = (acceptor.clone(), sender.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {

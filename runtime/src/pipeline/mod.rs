@@ -418,13 +418,14 @@ fn prediction_record(
     outputs: &Map<String, Value>,
     latency_ms: f64,
 ) -> PredictionRecord {
+    let (plugin_sha256, model_sha256) = bundle.digests();
     PredictionRecord {
         id,
         time: crate::store::time_of_id(id).unwrap_or_default(),
         bundle: bundle.name().to_owned(),
         version: bundle.version().to_string(),
-        plugin_sha256: bundle.digests().0.to_owned(),
-        model_sha256: bundle.digests().1.to_owned(),
+        plugin_sha256: plugin_sha256.to_owned(),
+        model_sha256: model_sha256.to_owned(),
         input_sha256,
         input,
         outputs: Value::Object(outputs.clone()),
