@@ -29,10 +29,10 @@ plugins: setup ## Build the example plugins and the test fixtures for wasm32-was
 
 .PHONY: build
 build: setup ## Build the appliance (release).
-	$(CARGO) build --release -p forecourt
+	$(CARGO) build --release -p forecourt-cli
 
 EXAMPLES := car-price housing iris
-FORECOURT := $(CARGO) run --release -q -p forecourt --
+FORECOURT := $(CARGO) run --release -q -p forecourt-cli --
 
 .PHONY: bundles
 bundles: build plugins ## Assemble the example bundles into bundles/.

@@ -11,7 +11,7 @@ if ! command -v wrk >/dev/null; then
 fi
 [ -d "$BUNDLES/car-price" ] || { echo "no bundles in $BUNDLES: run 'make bundles' first" >&2; exit 1; }
 
-cargo build --release -q -p forecourt
+cargo build --release -q -p forecourt-cli
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 binary=$target_dir/release/forecourt
 

@@ -3,8 +3,12 @@
 //! The edge inference appliance: every prediction runs a client's JSON through a
 //! sandboxed WebAssembly preprocessing plugin and an ONNX model.
 //!
-//! One module per concern; dependencies flow one way (cli -> plugin, model, workers; plugin and model share only
-//! [`tensor`]):
+//! This crate is the appliance's library; the `forecourt` binary (runtime/cli) wires its
+//! command line to it, and the fleet manager's commands live in their own crate
+//! (runtime/fleet-manager), so nothing here is operator code.
+//!
+//! One module per concern; dependencies flow one way (app -> http, grpc -> pipeline ->
+//! bundle -> plugin, model; plugin and model share only [`tensor`]):
 //!
 //! - [`auth`]: API tokens and roles: who may call which route.
 //! - [`config`]: configuration errors and checks shared by every concern's settings.
@@ -15,7 +19,7 @@
 //!   and gRPC.
 //! - [`text`]: outside text quoted into messages, cut to a bound (a leaf).
 //! - [`fleet`]: the MQTT fleet link: status, signed deployments with rollback and canaries,
-//!   store-and-forward telemetry; and the fleet manager's `forecourt fleet` commands.
+//!   store-and-forward telemetry; and the wire contract the fleet manager speaks.
 //! - [`model`]: the ONNX model host (ONNX Runtime through `ort`): library, sessions, runs.
 //! - [`plugin`]: the WebAssembly plugin host (wasmtime): sandbox, limits, artifact cache.
 //! - [`quality`]: outcomes of predictions and the live accuracy they give each bundle version.
@@ -24,12 +28,10 @@
 //! - [`workers`]: the thread pool that keeps synchronous plugin and model calls off the
 //!   async runtime.
 //! - [`systemd`]: readiness, watchdog and stopping notifications to the service manager.
-//! - [`cli`]: the `forecourt` command line.
 
 pub mod app;
 pub mod auth;
 pub mod bundle;
-pub mod cli;
 pub mod config;
 pub mod error_code;
 pub mod explain;

@@ -463,26 +463,6 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A car-price 1.3.0 message of deployment `d1`, for tests.
-    #[cfg(test)]
-    pub(crate) fn example(device: &str, action: Action, step: Step) -> Self {
-        let is_final = step.is_final();
-        Progress {
-            deployment: "d1".to_owned(),
-            device: device.to_owned(),
-            action,
-            step,
-            time: "2026-01-01T00:00:00Z".to_owned(),
-            bundle: Some("car-price".to_owned()),
-            version: Some("1.3.0".to_owned()),
-            previous: None,
-            reason: None,
-            detail: None,
-            is_final,
-            ok: is_final.then(|| Progress::succeeded(action, step)),
-        }
-    }
-
     /// Whether a final `step` means the `action` succeeded.
     pub fn succeeded(action: Action, step: Step) -> bool {
         matches!(

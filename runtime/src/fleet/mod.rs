@@ -1,5 +1,6 @@
-//! The fleet link: the appliance's side of MQTT (status, deployments, telemetry) and the
-//! fleet manager's side (`forecourt fleet`).
+//! The fleet link: the appliance's side of MQTT (status, deployments, telemetry), and the
+//! wire contract the fleet manager's side (`forecourt fleet`, crate
+//! `forecourt-fleet-manager`) shares with it.
 //!
 //! - [`config`]: the `mqtt` section of forecourt.toml.
 //! - [`topics`] and [`messages`]: the wire contract of api-shapes.md section 3, shared by
@@ -15,8 +16,6 @@
 //!   failure to the outcome's reason code, in one place.
 //! - [`state`]: deployment records and each bundle's preferred version, in the store's
 //!   tables; [`outbox`]: the bounded store-and-forward queue of everything published.
-//! - [`manager`]: the fleet manager's MQTT session: statuses, publishing requests, and
-//!   following deployments to one outcome per device.
 //!
 //! Dependencies flow one way: the fleet drives the registry and the store through their
 //! public APIs, and neither knows of it; it knows nothing of HTTP.
@@ -27,7 +26,6 @@ pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod link;
-pub mod manager;
 pub mod messages;
 pub mod outbox;
 pub mod signed;

@@ -108,7 +108,7 @@ pub fn forecourt_binary() -> PathBuf {
                 "build",
                 "--release",
                 "-p",
-                "forecourt",
+                "forecourt-cli",
                 "--bin",
                 "forecourt",
                 "--message-format=json",

@@ -1,9 +1,6 @@
 //! The `forecourt` command line (clap derive). Subcommands are thin: they parse
-//! arguments, call the library, and print.
-//!
-//! - [`fleet`]: `forecourt fleet`, the fleet manager's commands (push, rollback, remove, status).
-
-pub mod fleet;
+//! arguments, call the library, and print. `forecourt fleet` is mounted from
+//! `forecourt_fleet_manager::cli`.
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -11,12 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::auth::{Role, TokenFile};
-use crate::bundle::signature::{self, PrivateKey};
-use crate::bundle::{Manifest, archive, build};
-use crate::config::Config;
-use crate::plugin::{PluginConfig, PluginError, PluginHost};
-use crate::telemetry::{LoggingConfig, init_logging};
+use forecourt::auth::{Role, TokenFile};
+use forecourt::bundle::signature::{self, PrivateKey};
+use forecourt::bundle::{Manifest, archive, build};
+use forecourt::config::Config;
+use forecourt::plugin::{PluginConfig, PluginError, PluginHost};
+use forecourt::telemetry::{LoggingConfig, init_logging};
 
 #[derive(Debug, Parser)]
 #[command(name = "forecourt", version, about = "The Forecourt edge inference appliance")]
@@ -57,7 +54,7 @@ pub enum Command {
     Token(TokenCommand),
     /// Manage a fleet of appliances over MQTT: push bundles, roll back, watch statuses.
     #[command(subcommand)]
-    Fleet(Box<fleet::FleetCommand>),
+    Fleet(Box<forecourt_fleet_manager::cli::FleetCommand>),
     /// Print the effective configuration (defaults, file, environment) as TOML.
     Config {
         #[arg(long, short)]
@@ -191,7 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(config.as_deref())?;
             init_logging(&config.logging);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(crate::app::serve(config))
+            runtime.block_on(forecourt::app::serve(config))
         }
         Command::Keygen { out, name } => {
             init_quiet_logging();
@@ -223,7 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 data.display(),
                 store.display()
             );
-            let report = crate::store::verify_audit_at(&store).with_context(|| {
+            let report = forecourt::store::verify_audit_at(&store).with_context(|| {
                 format!("cannot open the store in {}: is the appliance still running? Stop it first, or use GET /v1/audit/verify", data.display())
             })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -237,7 +234,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fleet(command) => {
             let command = *command;
             init_quiet_logging();
-            fleet::run(command)
+            forecourt_fleet_manager::cli::run(command)
         }
     }
 }
@@ -375,4 +372,23 @@ fn plugin_command(command: PluginCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn fleet_commands_are_mounted_under_fleet() {
+        let cli = Cli::try_parse_from(["forecourt", "fleet", "status", "--broker", "mqtt://b"]).unwrap();
+        assert!(matches!(cli.command, Command::Fleet(_)));
+        assert!(Cli::try_parse_from(["forecourt", "push"]).is_err());
+    }
 }

@@ -2,6 +2,8 @@
 
 use clap::Parser;
 
+mod cli;
+
 /// mimalloc: per-request allocations (JSON, tensors, stored records) are many and small,
 /// and glibc's malloc spent ~14% of the server's CPU on them under load.
 #[global_allocator]
@@ -10,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     no_transparent_huge_pages();
     exit_quietly_on_a_closed_pipe();
-    forecourt::cli::run(forecourt::cli::Cli::parse())
+    cli::run(cli::Cli::parse())
 }
 
 /// Transparent huge pages off for this process. mimalloc reserves its arena as 1 GiB and,

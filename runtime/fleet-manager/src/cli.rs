@@ -4,7 +4,7 @@
 //! statuses.
 //!
 //! This file owns the arguments and everything printed; the MQTT session and the rules of
-//! when a deployment is over are [`crate::fleet::manager`]'s. Tables and summaries go to
+//! when a deployment is over are [`crate::manager`]'s. Tables and summaries go to
 //! stdout, progress and warnings to stderr, so that the outcome can be piped.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,17 +16,17 @@ use clap::{Args, Subcommand};
 use comfy_table::{ContentArrangement, Table, presets};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::bundle::signature::PrivateKey;
-use crate::fleet::Topics;
-use crate::fleet::config::BrokerAddress;
-use crate::fleet::manager::{
+use crate::manager::{
     BundleFile, Credentials, DEFAULT_SETTLE, DEFAULT_VALID_FOR, DeviceOutcome, FleetManager, ManagerError, Observation,
     Outcome, PushOptions, Target, classify,
 };
-use crate::fleet::messages::{
+use forecourt::bundle::signature::PrivateKey;
+use forecourt::fleet::Topics;
+use forecourt::fleet::config::BrokerAddress;
+use forecourt::fleet::messages::{
     AccuracyGate, BundleName, CanaryPolicy, DeploymentId, History, Progress, Reason, Status, Step,
 };
-use crate::fleet::signed;
+use forecourt::fleet::signed;
 
 /// Where the broker password comes from when `--password-file` is not given: never from
 /// the command line, which every user of the machine can read in the process list.
@@ -870,11 +870,24 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::*;
-    use crate::cli::{Cli, Command};
-    use crate::fleet::messages::{Action, ReasonCode};
+    use forecourt::fleet::messages::{Action, ReasonCode};
+
+    /// The fleet commands under `forecourt fleet`, as the binary mounts them.
+    #[derive(Debug, Parser)]
+    #[command(name = "forecourt")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Command {
+        #[command(subcommand)]
+        Fleet(Box<FleetCommand>),
+    }
 
     fn progress(device: &str, step: Step) -> Progress {
-        Progress { ok: None, ..Progress::example(device, Action::Deploy, step) }
+        Progress { ok: None, ..crate::manager::example_progress(device, Action::Deploy, step) }
     }
 
     fn outcome(device: &str, outcome: Outcome, last: Option<Progress>) -> DeviceOutcome {
@@ -903,7 +916,7 @@ mod tests {
 
     fn parse(line: &str) -> Result<FleetCommand, clap::Error> {
         let cli = Cli::try_parse_from(format!("forecourt fleet {line}").split_whitespace())?;
-        let Command::Fleet(command) = cli.command else { panic!("not a fleet command") };
+        let Command::Fleet(command) = cli.command;
         Ok(*command)
     }
 
@@ -1045,7 +1058,7 @@ mod tests {
 
     #[test]
     fn the_history_table_shows_each_deployment_with_its_outcome() {
-        use crate::fleet::messages::HistoryEntry;
+        use forecourt::fleet::messages::HistoryEntry;
         let entry = |deployment: &str, step: Step, ok: Option<bool>, reason: Option<Reason>| HistoryEntry {
             deployment: deployment.to_owned(),
             action: Action::Deploy,

@@ -22,14 +22,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::config::{BrokerAddress, check_topic_level};
-use super::messages::{
+use forecourt::bundle::signature::PrivateKey;
+use forecourt::bundle::{MANIFEST_FILE, Manifest};
+use forecourt::fleet::config::{BrokerAddress, check_topic_level};
+use forecourt::fleet::messages::{
     Action, BundleName, BundleSource, CanaryPolicy, DeploymentId, History, Progress, Request, Status,
 };
-use super::signed;
-use super::topics::Topics;
-use crate::bundle::signature::PrivateKey;
-use crate::bundle::{MANIFEST_FILE, Manifest};
+use forecourt::fleet::signed;
+use forecourt::fleet::topics::Topics;
 
 /// The largest `.fcb` a deployment carries inline: the appliances' default `mqtt.max_bundle_mib`.
 pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
@@ -817,13 +817,33 @@ pub fn seal(request: &Request, topic: &str, signer: &PrivateKey, valid_for: Dura
     Ok(signed::seal(&request, topic, signed::unix_now() + valid_for.as_secs(), signer))
 }
 
+/// A car-price 1.3.0 progress message of deployment `d1`, for the tests here and in `cli`.
+#[cfg(test)]
+pub(crate) fn example_progress(device: &str, action: Action, step: forecourt::fleet::messages::Step) -> Progress {
+    let is_final = step.is_final();
+    Progress {
+        deployment: "d1".to_owned(),
+        device: device.to_owned(),
+        action,
+        step,
+        time: "2026-01-01T00:00:00Z".to_owned(),
+        bundle: Some("car-price".to_owned()),
+        version: Some("1.3.0".to_owned()),
+        previous: None,
+        reason: None,
+        detail: None,
+        is_final,
+        ok: is_final.then(|| Progress::succeeded(action, step)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::messages::Step;
+    use forecourt::fleet::messages::Step;
 
     fn progress(device: &str, action: Action, step: Step) -> Progress {
-        Progress::example(device, action, step)
+        example_progress(device, action, step)
     }
 
     fn devices(names: &[&str]) -> BTreeSet<String> {
