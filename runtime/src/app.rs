@@ -38,7 +38,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // must not look like a crash to the next one.
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create the data folder {}", config.data_dir.display()))?;
-    let trusted = TrustedKeys::from_config(&config.trust).context("cannot load the trusted keys ([trust] keys_dir)")?;
+    let trusted = config.trust.trusted_keys().context("cannot load the trusted keys ([trust] keys_dir)")?;
     match &trusted {
         Some(keys) => {
             tracing::info!(keys = ?keys.ids().collect::<Vec<_>>(), "only bundles signed by a trusted key load")

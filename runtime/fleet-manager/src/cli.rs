@@ -20,13 +20,13 @@ use crate::manager::{
     BundleFile, Credentials, DEFAULT_SETTLE, DEFAULT_VALID_FOR, DeviceOutcome, FleetManager, ManagerError, Observation,
     Outcome, PushOptions, Target, classify,
 };
-use forecourt::bundle::signature::PrivateKey;
-use forecourt::fleet::Topics;
-use forecourt::fleet::config::BrokerAddress;
-use forecourt::fleet::messages::{
+use forecourt_protocol::bundle::signature::PrivateKey;
+use forecourt_protocol::fleet::BrokerAddress;
+use forecourt_protocol::fleet::Topics;
+use forecourt_protocol::fleet::messages::{
     AccuracyGate, BundleName, CanaryPolicy, DeploymentId, History, Progress, Reason, Status, Step,
 };
-use forecourt::fleet::signed;
+use forecourt_protocol::fleet::signed;
 
 /// Where the broker password comes from when `--password-file` is not given: never from
 /// the command line, which every user of the machine can read in the process list.
@@ -870,7 +870,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::*;
-    use forecourt::fleet::messages::{Action, ReasonCode};
+    use forecourt_protocol::fleet::messages::{Action, ReasonCode};
 
     /// The fleet commands under `forecourt fleet`, as the binary mounts them.
     #[derive(Debug, Parser)]
@@ -1058,7 +1058,7 @@ mod tests {
 
     #[test]
     fn the_history_table_shows_each_deployment_with_its_outcome() {
-        use forecourt::fleet::messages::HistoryEntry;
+        use forecourt_protocol::fleet::messages::HistoryEntry;
         let entry = |deployment: &str, step: Step, ok: Option<bool>, reason: Option<Reason>| HistoryEntry {
             deployment: deployment.to_owned(),
             action: Action::Deploy,

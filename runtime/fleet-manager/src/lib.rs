@@ -5,10 +5,10 @@
 //!   signed deployment request, and following it to one outcome per device.
 //! - [`cli`]: the `forecourt fleet` arguments, the live progress and the tables printed.
 //!
-//! It speaks to appliances only through the wire contract they share (the topics,
-//! messages and signed envelopes of `forecourt::fleet`, the manifest and `.fcb` archive of
-//! `forecourt::bundle`), so the two sides cannot drift apart; the appliance's library
-//! carries none of this code.
+//! It speaks to appliances only through the contract they share, the `forecourt-protocol`
+//! crate (topics, messages, signed envelopes, broker addresses; the manifest, signatures
+//! and `.fcb` archive of bundles), so the two sides cannot drift apart. It does not
+//! depend on the appliance, and the appliance carries none of this code.
 
 pub mod cli;
 pub mod manager;

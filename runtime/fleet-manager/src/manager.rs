@@ -22,14 +22,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use forecourt::bundle::signature::PrivateKey;
-use forecourt::bundle::{MANIFEST_FILE, Manifest};
-use forecourt::fleet::config::{BrokerAddress, check_topic_level};
-use forecourt::fleet::messages::{
+use forecourt_protocol::bundle::signature::PrivateKey;
+use forecourt_protocol::bundle::{MANIFEST_FILE, Manifest};
+use forecourt_protocol::fleet::Topics;
+use forecourt_protocol::fleet::broker::{BrokerAddress, check_topic_level};
+use forecourt_protocol::fleet::messages::{
     Action, BundleName, BundleSource, CanaryPolicy, DeploymentId, History, Progress, Request, Status,
 };
-use forecourt::fleet::signed;
-use forecourt::fleet::topics::Topics;
+use forecourt_protocol::fleet::signed;
 
 /// The largest `.fcb` a deployment carries inline: the appliances' default `mqtt.max_bundle_mib`.
 pub const MAX_BUNDLE_BYTES: u64 = 64 << 20;
@@ -397,11 +397,7 @@ fn progress_of(topics: &Topics, deployment: &str, topic: &str, payload: &[u8]) -
 }
 
 fn check_name(what: &'static str, value: &str) -> Result<(), ManagerError> {
-    check_topic_level(what, value).map_err(|error| ManagerError::InvalidName {
-        what,
-        value: value.to_owned(),
-        message: error.message,
-    })
+    check_topic_level(value).map_err(|message| ManagerError::InvalidName { what, value: value.to_owned(), message })
 }
 
 /// Checks a request with the appliance's own parser, so a request it would reject is never
@@ -819,7 +815,11 @@ pub fn seal(request: &Request, topic: &str, signer: &PrivateKey, valid_for: Dura
 
 /// A car-price 1.3.0 progress message of deployment `d1`, for the tests here and in `cli`.
 #[cfg(test)]
-pub(crate) fn example_progress(device: &str, action: Action, step: forecourt::fleet::messages::Step) -> Progress {
+pub(crate) fn example_progress(
+    device: &str,
+    action: Action,
+    step: forecourt_protocol::fleet::messages::Step,
+) -> Progress {
     let is_final = step.is_final();
     Progress {
         deployment: "d1".to_owned(),
@@ -840,7 +840,7 @@ pub(crate) fn example_progress(device: &str, action: Action, step: forecourt::fl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forecourt::fleet::messages::Step;
+    use forecourt_protocol::fleet::messages::Step;
 
     fn progress(device: &str, action: Action, step: Step) -> Progress {
         example_progress(device, action, step)

@@ -1,6 +1,6 @@
 //! Errors of bundles: reading and checking them, and running them.
 
-use std::path::PathBuf;
+use forecourt_protocol::bundle::BundleFileError;
 
 use crate::model::ModelError;
 use crate::plugin::{InputError, PluginError};
@@ -8,14 +8,9 @@ use crate::tensor::TensorError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("cannot read {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
-
-    #[error("invalid manifest {path}: {reason}")]
-    Manifest { path: PathBuf, reason: String },
-
-    #[error("{file} in {dir} does not match the manifest's sha256 (expected {expected}, found {actual})")]
-    Digest { dir: PathBuf, file: String, expected: String, actual: String },
+    /// The bundle's files, signature, keys or archive: what the formats refuse.
+    #[error(transparent)]
+    File(#[from] BundleFileError),
 
     #[error("bundle {name} {version} needs runtime {required} or newer; this is {running}")]
     RuntimeTooOld { name: String, version: String, required: String, running: String },
@@ -49,26 +44,6 @@ pub enum BundleError {
 
     #[error("cannot build the bundle: {reason}")]
     Build { reason: String },
-
-    /// A key file (`.key`, `.pub`) or the trusted keys' folder is unusable.
-    #[error("key {path}: {reason}")]
-    Key { path: PathBuf, reason: String },
-
-    #[error("bundle {dir} is unsigned (no bundle.sig) and only signed bundles are trusted")]
-    Unsigned { dir: PathBuf },
-
-    #[error("bundle {dir} is signed by key {key_id}, which is not trusted")]
-    UntrustedKey { dir: PathBuf, key_id: String },
-
-    #[error("bundle {dir} has a bad signature by key {key_id}: {reason}")]
-    BadSignature { dir: PathBuf, key_id: String, reason: String },
-
-    #[error("invalid signature file {path}: {reason}")]
-    MalformedSignature { path: PathBuf, reason: String },
-
-    /// A `.fcb` transport file that cannot be made or is refused on unpacking.
-    #[error("bundle archive {path}: {reason}")]
-    Archive { path: PathBuf, reason: String },
 }
 
 /// Why one request could not be answered.

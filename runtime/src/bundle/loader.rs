@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use semver::Version;
 
+use super::BundleFileError;
 use super::accuracy::VersionAccuracy;
 use super::error::BundleError;
 use super::loaded::Bundle;
@@ -73,7 +74,7 @@ impl BundleLoader {
     pub fn verify(&self, dir: &Path) -> Result<Verified, BundleError> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path)
-            .map_err(|error| BundleError::Read { path: path.clone(), reason: error.to_string() })?;
+            .map_err(|error| BundleFileError::Read { path: path.clone(), reason: error.to_string() })?;
         // The signature first, over the very bytes parsed next: the digests it vouches for
         // then cover the plugin and the model.
         let signed_by = self.trusted.as_ref().map(|keys| keys.verify(dir, &bytes)).transpose()?;

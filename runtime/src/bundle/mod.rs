@@ -10,8 +10,9 @@
 //!   switched atomically while requests are in flight; the routing itself (active version,
 //!   canary share) is `routes`, which holds any versioned value.
 //! - [`build`]: `forecourt bundle build`, assembling a bundle from a plugin folder.
-//! - [`signature`]: ed25519 keys, `bundle.sig`, and the trusted keys the loader checks.
-//! - [`archive`]: the `.fcb` transport file (`forecourt bundle pack` / `unpack`).
+//! - [`manifest`], [`signature`] and [`archive`]: the formats (`bundle.toml`, `bundle.sig`,
+//!   the `.fcb` transport file), from the `forecourt-protocol` crate the fleet manager's
+//!   tools share.
 //! - [`VersionStats`] and [`VersionAccuracy`]: what a version's requests and the outcomes
 //!   of its predictions came to.
 //!
@@ -19,18 +20,15 @@
 //! synchronous calls where they see fit.
 
 mod accuracy;
-pub mod archive;
 pub mod build;
 mod config;
 mod error;
 mod loaded;
 mod loader;
-mod manifest;
 mod profile;
 mod registry;
 mod response;
 mod routes;
-pub mod signature;
 mod smoke_test;
 mod stats;
 mod training;
@@ -38,16 +36,16 @@ mod training;
 pub use accuracy::{AccuracyReport, ConfusionMatrix, Counts, Figures, Point, RECENT_OUTCOMES, VersionAccuracy};
 pub use config::{BundlesConfig, TrustConfig};
 pub use error::{BundleError, InferenceError};
+// The formats are shared with the fleet manager's tools: they live in the protocol crate.
+pub use forecourt_protocol::bundle::{
+    BundleFileError, DriftThresholds, MANIFEST_FILE, MAX_BUNDLE_NAME_LEN, MODEL_FILE, Manifest, OutcomeKind,
+    OutcomeSpec, PLUGIN_FILE, SIGNATURE_FILE, Sample, TrustedKeys, archive, check_bundle_name, manifest, signature,
+};
 pub use loaded::{Bundle, Inference};
 pub use loader::{BundleLoader, Verified};
-pub use manifest::{
-    DriftThresholds, MANIFEST_FILE, MAX_BUNDLE_NAME_LEN, MODEL_FILE, Manifest, OutcomeKind, OutcomeSpec, PLUGIN_FILE,
-    Sample, check_bundle_name,
-};
 pub use profile::{DriftWindow, Feature, Profile, WindowCounts};
 pub use registry::{BundleSummary, CanarySummary, LoadReport, Registry};
 pub use response::default_response;
 pub use routes::{Routes, Versioned};
-pub use signature::{SIGNATURE_FILE, TrustedKeys};
 pub use stats::{StatsSnapshot, VersionStats};
 pub use training::TrainingFigures;

@@ -141,7 +141,7 @@ impl<B> Routes<B> {
         let previous = self.change(|names| {
             let entry = loaded(names, name, version)?;
             entry.canary = None;
-            Ok(std::mem::replace(&mut entry.active, version.clone()))
+            Ok::<_, BundleError>(std::mem::replace(&mut entry.active, version.clone()))
         })?;
         if previous != *version {
             tracing::info!(bundle = name, %version, %previous, "bundle activated");
@@ -156,7 +156,7 @@ impl<B> Routes<B> {
         self.change(|names| {
             loaded(names, name, version)?.canary =
                 Some(Canary { version: version.clone(), per_mille, routed: Arc::default() });
-            Ok(())
+            Ok::<_, BundleError>(())
         })?;
         tracing::info!(bundle = name, %version, share_percent, "canary started");
         Ok(())

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use forecourt_protocol::fleet::broker::{self, BrokerAddress, Tls};
+
 use super::deploy::DownloadLimits;
 use super::state::Retention;
 use crate::settings::{ConfigError, check_range};
@@ -87,76 +89,6 @@ impl Default for MqttConfig {
             download_timeout_secs: 300,
             deployment_records_max: 1000,
             deployment_records_max_age_days: 30,
-        }
-    }
-}
-
-/// Where the broker is, parsed from `broker`, and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddress {
-    pub host: String,
-    pub port: u16,
-    /// `Some` over TLS (`mqtts://`).
-    pub tls: Option<Tls>,
-}
-
-/// The files of a TLS connection to the broker.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Tls {
-    /// PEM CA certificates; `None`: the system's trusted roots.
-    pub ca_file: Option<PathBuf>,
-    /// PEM certificate and key, to authenticate to the broker.
-    pub client_auth: Option<(PathBuf, PathBuf)>,
-}
-
-impl BrokerAddress {
-    /// `mqtt://host[:port]` (or `tcp://`), port 1883 by default; `mqtts://host[:port]` (or
-    /// `ssl://`), over TLS, port 8883 by default.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|error| format!("{url:?} is not a URL: {error}"))?;
-        let (tls, default_port) = match uri.scheme_str() {
-            Some("mqtt" | "tcp") => (None, 1883),
-            Some("mqtts" | "ssl") => (Some(Tls::default()), 8883),
-            Some(other) => return Err(format!("scheme {other:?} is not supported; use mqtt:// or mqtts://")),
-            None => return Err(format!("{url:?} has no scheme; use mqtt://host:port or mqtts://host:port")),
-        };
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!("{url:?} must be mqtt://host:port, without a path or query"));
-        }
-        if uri.authority().is_some_and(|authority| authority.as_str().contains('@')) {
-            // The address is printed in logs and status; credentials have their own settings.
-            return Err(format!("{url:?} carries credentials; set mqtt.username and mqtt.password instead"));
-        }
-        let host = uri.host().filter(|host| !host.is_empty()).ok_or_else(|| format!("{url:?} has no host"))?;
-        Ok(Self { host: host.trim_matches(['[', ']']).to_owned(), port: uri.port_u16().unwrap_or(default_port), tls })
-    }
-
-    /// The rumqttc transport: TCP, or TLS (rustls with the ring provider) with the CA and
-    /// client certificate files read now.
-    pub fn transport(&self) -> Result<rumqttc::Transport, String> {
-        let Some(tls) = &self.tls else { return Ok(rumqttc::Transport::tcp()) };
-        // rustls needs a process-wide provider; installing it twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let read =
-            |path: &PathBuf| std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()));
-        match (&tls.ca_file, &tls.client_auth) {
-            (None, None) => Ok(rumqttc::Transport::tls_with_default_config()),
-            (None, Some(_)) => Err("a client certificate needs the CA file too".to_owned()),
-            (Some(ca), client) => {
-                let client_auth =
-                    client.as_ref().map(|(cert, key)| Ok::<_, String>((read(cert)?, read(key)?))).transpose()?;
-                Ok(rumqttc::Transport::tls(read(ca)?, client_auth, None))
-            }
-        }
-    }
-
-    /// `host:port`, bracketing IPv6 addresses, with `mqtts://` before it over TLS.
-    pub fn label(&self) -> String {
-        let scheme = if self.tls.is_some() { "mqtts://" } else { "" };
-        if self.host.contains(':') {
-            format!("{scheme}[{}]:{}", self.host, self.port)
-        } else {
-            format!("{scheme}{}:{}", self.host, self.port)
         }
     }
 }
@@ -247,33 +179,14 @@ impl MqttConfig {
     }
 }
 
-/// One level of a topic: not empty, no `/`, and none of MQTT's wildcards `+` and `#`.
+/// One level of a topic (see [`broker::check_topic_level`]), named by its setting.
 pub fn check_topic_level(key: &str, value: &str) -> Result<(), ConfigError> {
-    if value.is_empty() || value.len() > 128 {
-        return Err(ConfigError::new(key, format!("{value:?} must be 1 to 128 characters")));
-    }
-    if let Some(bad) = value.chars().find(|c| matches!(c, '/' | '+' | '#') || c.is_control() || c.is_whitespace()) {
-        return Err(ConfigError::new(key, format!("{value:?} may not contain {bad:?} (it is one level of a topic)")));
-    }
-    Ok(())
+    broker::check_topic_level(value).map_err(|reason| ConfigError::new(key, reason))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn broker_urls_parse_with_the_default_port() {
-        let address = |host: &str, port, tls| BrokerAddress { host: host.into(), port, tls };
-        assert_eq!(BrokerAddress::parse("mqtt://broker.local").unwrap(), address("broker.local", 1883, None));
-        assert_eq!(BrokerAddress::parse("mqtt://10.0.0.5:2883").unwrap(), address("10.0.0.5", 2883, None));
-        assert_eq!(BrokerAddress::parse("tcp://[::1]:1884").unwrap(), address("::1", 1884, None));
-        assert_eq!(BrokerAddress::parse("mqtts://b").unwrap(), address("b", 8883, Some(Tls::default())));
-        assert_eq!(address("::1", 1884, Some(Tls::default())).label(), "mqtts://[::1]:1884");
-        for bad in ["broker:1883", "http://broker", "mqtt://", "mqtt://b/path", "wss://b", "mqtt://u:p@b"] {
-            assert!(BrokerAddress::parse(bad).is_err(), "{bad} should be refused");
-        }
-    }
 
     #[test]
     fn topic_levels_refuse_wildcards_and_separators() {

@@ -2,7 +2,7 @@
 //! code its outcome message carries.
 
 use super::messages::{Reason, ReasonCode};
-use crate::bundle::BundleError;
+use crate::bundle::{BundleError, BundleFileError};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,12 @@ pub enum DeployError {
     Internal(String),
 }
 
+impl From<BundleFileError> for DeployError {
+    fn from(error: BundleFileError) -> Self {
+        Self::Bundle(error.into())
+    }
+}
+
 impl DeployError {
     /// The outcome message's reason.
     pub fn reason(&self) -> Reason {
@@ -52,20 +58,27 @@ impl DeployError {
 
 fn bundle_code(error: &BundleError) -> ReasonCode {
     match error {
-        BundleError::Unsigned { .. }
-        | BundleError::UntrustedKey { .. }
-        | BundleError::BadSignature { .. }
-        | BundleError::MalformedSignature { .. } => ReasonCode::Untrusted,
-        BundleError::Digest { .. } => ReasonCode::Tampered,
-        BundleError::Archive { .. } | BundleError::Manifest { .. } | BundleError::Read { .. } => {
-            ReasonCode::InvalidBundle
-        }
+        BundleError::File(error) => file_code(error),
         BundleError::RuntimeTooOld { .. } | BundleError::Check { .. } => ReasonCode::Incompatible,
         BundleError::Plugin { .. } | BundleError::Model { .. } => ReasonCode::LoadFailed,
         BundleError::SmokeTest { .. } => ReasonCode::SmokeTestFailed,
         BundleError::UnknownBundle { .. } | BundleError::UnknownVersion { .. } => ReasonCode::NotFound,
         BundleError::InUse { .. } | BundleError::AlreadyLoaded { .. } => ReasonCode::Refused,
-        BundleError::Key { .. } | BundleError::Build { .. } => ReasonCode::Internal,
+        BundleError::Build { .. } => ReasonCode::Internal,
+    }
+}
+
+fn file_code(error: &BundleFileError) -> ReasonCode {
+    match error {
+        BundleFileError::Unsigned { .. }
+        | BundleFileError::UntrustedKey { .. }
+        | BundleFileError::BadSignature { .. }
+        | BundleFileError::MalformedSignature { .. } => ReasonCode::Untrusted,
+        BundleFileError::Digest { .. } => ReasonCode::Tampered,
+        BundleFileError::Archive { .. } | BundleFileError::Manifest { .. } | BundleFileError::Read { .. } => {
+            ReasonCode::InvalidBundle
+        }
+        BundleFileError::Key { .. } => ReasonCode::Internal,
     }
 }
 
@@ -77,8 +90,16 @@ mod tests {
     #[test]
     fn trust_and_integrity_failures_have_their_own_codes() {
         let dir = PathBuf::from("/staging/x");
-        assert_eq!(DeployError::from(BundleError::Unsigned { dir: dir.clone() }).reason().code, ReasonCode::Untrusted);
-        let tampered = BundleError::Digest { dir, file: "model.onnx".into(), expected: "a".into(), actual: "b".into() };
+        assert_eq!(
+            DeployError::from(BundleError::from(BundleFileError::Unsigned { dir: dir.clone() })).reason().code,
+            ReasonCode::Untrusted
+        );
+        let tampered = BundleError::from(BundleFileError::Digest {
+            dir,
+            file: "model.onnx".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+        });
         let reason = DeployError::from(tampered).reason();
         assert_eq!(reason.code, ReasonCode::Tampered);
         assert!(reason.message.contains("model.onnx"), "{}", reason.message);

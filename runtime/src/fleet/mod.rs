@@ -4,11 +4,10 @@
 //!
 //! - [`config`]: the `mqtt` section of forecourt.toml.
 //! - [`topics`] and [`messages`]: the wire contract of api-shapes.md section 3, shared by
-//!   both sides.
+//!   both sides through the `forecourt-protocol` crate (with [`signed`]).
 //! - [`agent`]: the appliance's side: opens the fleet's state at every start (deployed
 //!   bundles, interrupted deployments) and, with a broker configured, runs the link and
 //!   the tasks around it.
-//! - [`signed`]: the signed envelope every request comes in (target, expiry, key).
 //! - [`link`]: the rumqttc connection: Last Will, persistent session, backoff, publishing
 //!   confirmed by PUBACK.
 //! - [`canary`]: how a canary is judged on live accuracy.
@@ -26,12 +25,10 @@ pub mod config;
 pub mod deploy;
 pub mod error;
 pub mod link;
-pub mod messages;
 pub mod outbox;
-pub mod signed;
 pub mod state;
-pub mod topics;
 
 pub use agent::{Fleet, FleetHealth, Running};
 pub use config::MqttConfig;
-pub use topics::Topics;
+// The wire contract is shared with the fleet manager: it lives in the protocol crate.
+pub use forecourt_protocol::fleet::{Topics, messages, signed, topics};

@@ -1,50 +1,9 @@
 //! What a plugin says about itself (`describe`) and how it refuses a request, as host
 //! types: serialisable for the API and independent of the generated bindings.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FieldType {
-    Number,
-    Integer,
-    Boolean,
-    Text,
-    Category,
-    NumberList,
-    IntegerList,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FieldSpec {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub field_type: FieldType,
-    pub required: bool,
-    pub description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minimum: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub maximum: Option<f64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub categories: Vec<String>,
-    /// The default as a JSON value; absent for required fields.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default: Option<serde_json::Value>,
-    /// The most values a list field may hold.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_items: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutputSpec {
-    pub name: String,
-    pub description: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-}
+pub use forecourt_protocol::bundle::{FieldSpec, FieldType, OutputSpec};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginInfo {

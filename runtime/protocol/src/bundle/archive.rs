@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use super::error::BundleError;
+use super::error::BundleFileError;
 use super::manifest::TrainingFiles;
 use super::manifest::{MANIFEST_FILE, METRICS_FILE, MODEL_FILE, Manifest, PLUGIN_FILE, PROFILE_FILE, TREES_FILE};
 use super::signature::SIGNATURE_FILE;
@@ -52,13 +52,13 @@ impl Limits {
 const NAMES: [&str; 7] =
     [MANIFEST_FILE, PLUGIN_FILE, MODEL_FILE, SIGNATURE_FILE, METRICS_FILE, PROFILE_FILE, TREES_FILE];
 
-fn archive_error(path: &Path, reason: impl Into<String>) -> BundleError {
-    BundleError::Archive { path: path.to_owned(), reason: reason.into() }
+fn archive_error(path: &Path, reason: impl Into<String>) -> BundleFileError {
+    BundleFileError::Archive { path: path.to_owned(), reason: reason.into() }
 }
 
 /// Packs the bundle in `dir` into `out` (its files must match its manifest). Returns the
 /// top folder's name, `<name>-<version>`.
-pub fn pack(dir: &Path, out: &Path) -> Result<String, BundleError> {
+pub fn pack(dir: &Path, out: &Path) -> Result<String, BundleFileError> {
     let manifest = Manifest::read(dir)?;
     manifest.verify_files(dir)?;
     if manifest.plugin.file != PLUGIN_FILE || manifest.model.file != MODEL_FILE {
@@ -76,7 +76,7 @@ pub fn pack(dir: &Path, out: &Path) -> Result<String, BundleError> {
             continue;
         }
         let bytes =
-            std::fs::read(&path).map_err(|e| BundleError::Read { path: path.clone(), reason: e.to_string() })?;
+            std::fs::read(&path).map_err(|e| BundleFileError::Read { path: path.clone(), reason: e.to_string() })?;
         let mut header = tar::Header::new_ustar();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(bytes.len() as u64);
@@ -94,12 +94,12 @@ pub fn pack(dir: &Path, out: &Path) -> Result<String, BundleError> {
 
 /// Unpacks `file` into `out/<top folder>` (which must not exist yet) with the default
 /// [`Limits`]; returns the bundle's folder.
-pub fn unpack(file: &Path, out: &Path) -> Result<PathBuf, BundleError> {
+pub fn unpack(file: &Path, out: &Path) -> Result<PathBuf, BundleFileError> {
     unpack_with(file, out, Limits::default())
 }
 
 /// [`unpack`] with explicit size caps.
-pub fn unpack_with(file: &Path, out: &Path, limits: Limits) -> Result<PathBuf, BundleError> {
+pub fn unpack_with(file: &Path, out: &Path, limits: Limits) -> Result<PathBuf, BundleFileError> {
     let refuse = |reason: String| archive_error(file, reason);
     std::fs::create_dir_all(out).map_err(|e| archive_error(out, e.to_string()))?;
     let staging = tempfile::Builder::new()
@@ -244,7 +244,7 @@ mod tests {
         [MANIFEST_FILE, PLUGIN_FILE, MODEL_FILE].iter().map(|name| (format!("{top}/{name}"), &b"x"[..])).collect()
     }
 
-    fn unpack_entries(extra: (&str, &[u8], tar::EntryType)) -> Result<PathBuf, BundleError> {
+    fn unpack_entries(extra: (&str, &[u8], tar::EntryType)) -> Result<PathBuf, BundleFileError> {
         let base = complete("cars-1.2.0");
         let mut entries: Vec<(&str, &[u8], tar::EntryType)> =
             base.iter().map(|(path, data)| (path.as_str(), *data, tar::EntryType::Regular)).collect();
@@ -260,9 +260,9 @@ mod tests {
     }
 
     #[track_caller]
-    fn assert_refused(result: Result<PathBuf, BundleError>, reason: &str) {
+    fn assert_refused(result: Result<PathBuf, BundleFileError>, reason: &str) {
         match result {
-            Err(error @ BundleError::Archive { .. }) => assert!(error.to_string().contains(reason), "{error}"),
+            Err(error @ BundleFileError::Archive { .. }) => assert!(error.to_string().contains(reason), "{error}"),
             other => panic!("expected a refusal ({reason}), got {other:?}"),
         }
     }
@@ -303,7 +303,7 @@ mod tests {
     fn packing_refuses_a_bundle_whose_files_do_not_match() {
         let (dir, scratch) = (bundle(false), tempfile::tempdir().unwrap());
         std::fs::write(dir.path().join(MODEL_FILE), b"tampered").unwrap();
-        assert!(matches!(pack(dir.path(), &scratch.path().join("x.fcb")), Err(BundleError::Digest { .. })));
+        assert!(matches!(pack(dir.path(), &scratch.path().join("x.fcb")), Err(BundleFileError::Digest { .. })));
     }
 
     #[test]

@@ -28,8 +28,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::config::TrustConfig;
-use super::error::BundleError;
+use super::error::BundleFileError;
 use super::manifest::{MANIFEST_FILE, Manifest};
 
 /// The signature file beside `bundle.toml`.
@@ -40,8 +39,8 @@ pub const ALGORITHM: &str = "ed25519";
 const PRIVATE_HEADER: &str = "# forecourt ed25519 private key";
 const PUBLIC_HEADER: &str = "# forecourt ed25519 public key";
 
-fn key_error(path: &Path, reason: impl Into<String>) -> BundleError {
-    BundleError::Key { path: path.to_owned(), reason: reason.into() }
+fn key_error(path: &Path, reason: impl Into<String>) -> BundleFileError {
+    BundleFileError::Key { path: path.to_owned(), reason: reason.into() }
 }
 
 /// The key id of a public key: the first 16 hex digits of sha256(public key bytes).
@@ -62,7 +61,7 @@ impl fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
-    pub fn read(path: &Path) -> Result<Self, BundleError> {
+    pub fn read(path: &Path) -> Result<Self, BundleFileError> {
         let seed: [u8; 32] = read_key_file(path, PRIVATE_HEADER)?;
         let key = SigningKey::from_bytes(&seed);
         let id = key_id(&key.verifying_key());
@@ -91,7 +90,7 @@ pub struct PublicKey {
 }
 
 impl PublicKey {
-    pub fn read(path: &Path) -> Result<Self, BundleError> {
+    pub fn read(path: &Path) -> Result<Self, BundleFileError> {
         let bytes: [u8; 32] = read_key_file(path, PUBLIC_HEADER)?;
         let key =
             VerifyingKey::from_bytes(&bytes).map_err(|error| key_error(path, format!("not a public key: {error}")))?;
@@ -104,7 +103,7 @@ impl PublicKey {
 }
 
 /// Reads a key file: comment lines (`#`) and one line of 64 hex digits.
-fn read_key_file(path: &Path, header: &str) -> Result<[u8; 32], BundleError> {
+fn read_key_file(path: &Path, header: &str) -> Result<[u8; 32], BundleFileError> {
     let text = std::fs::read_to_string(path).map_err(|error| key_error(path, error.to_string()))?;
     if !text.starts_with(header) {
         return Err(key_error(path, format!("not a key file of this kind (it must start with {header:?})")));
@@ -128,7 +127,7 @@ pub struct GeneratedKey {
 
 /// Makes a key pair: `out/NAME.key` (mode 0600) and `out/NAME.pub`. Refuses to overwrite
 /// either file.
-pub fn keygen(out: &Path, name: &str) -> Result<GeneratedKey, BundleError> {
+pub fn keygen(out: &Path, name: &str) -> Result<GeneratedKey, BundleFileError> {
     if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
         return Err(key_error(Path::new(name), "a key name must be a plain file name"));
     }
@@ -156,7 +155,7 @@ pub fn keygen(out: &Path, name: &str) -> Result<GeneratedKey, BundleError> {
 }
 
 /// Creates `path` (which must not exist) with `mode` from the start, then writes `text`.
-fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), BundleError> {
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), BundleFileError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -179,14 +178,14 @@ pub struct SignatureFile {
 
 impl SignatureFile {
     /// Reads `dir/bundle.sig`; `Ok(None)` when there is none.
-    pub fn read(dir: &Path) -> Result<Option<Self>, BundleError> {
+    pub fn read(dir: &Path) -> Result<Option<Self>, BundleFileError> {
         let path = dir.join(SIGNATURE_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(BundleError::Read { path, reason: error.to_string() }),
+            Err(error) => return Err(BundleFileError::Read { path, reason: error.to_string() }),
         };
-        let malformed = |reason: String| BundleError::MalformedSignature { path: path.clone(), reason };
+        let malformed = |reason: String| BundleFileError::MalformedSignature { path: path.clone(), reason };
         let file: SignatureFile = toml::from_str(&text).map_err(|error| malformed(error.to_string()))?;
         if file.algorithm != ALGORITHM {
             return Err(malformed(format!("algorithm {:?} is not {ALGORITHM:?}", file.algorithm)));
@@ -206,10 +205,10 @@ impl SignatureFile {
 
 /// `forecourt bundle sign`: signs the exact bytes of `dir/bundle.toml` with `key` and
 /// writes `dir/bundle.sig`. Refused when the bundle's files do not match the manifest.
-pub fn sign_bundle(dir: &Path, key: &PrivateKey) -> Result<PathBuf, BundleError> {
+pub fn sign_bundle(dir: &Path, key: &PrivateKey) -> Result<PathBuf, BundleFileError> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let bytes = std::fs::read(&manifest_path)
-        .map_err(|error| BundleError::Read { path: manifest_path.clone(), reason: error.to_string() })?;
+        .map_err(|error| BundleFileError::Read { path: manifest_path.clone(), reason: error.to_string() })?;
     Manifest::parse(&manifest_path, &bytes)?.verify_files(dir)?;
     let signature = key.key.sign(&bytes);
     let file = SignatureFile {
@@ -218,9 +217,10 @@ pub fn sign_bundle(dir: &Path, key: &PrivateKey) -> Result<PathBuf, BundleError>
         signature: hex::encode(signature.to_bytes()),
     };
     let path = dir.join(SIGNATURE_FILE);
-    let text =
-        toml::to_string(&file).map_err(|error| BundleError::Read { path: path.clone(), reason: error.to_string() })?;
-    std::fs::write(&path, text).map_err(|error| BundleError::Read { path: path.clone(), reason: error.to_string() })?;
+    let text = toml::to_string(&file)
+        .map_err(|error| BundleFileError::Read { path: path.clone(), reason: error.to_string() })?;
+    std::fs::write(&path, text)
+        .map_err(|error| BundleFileError::Read { path: path.clone(), reason: error.to_string() })?;
     Ok(path)
 }
 
@@ -246,15 +246,9 @@ impl TrustedKeys {
         Self { keys: keys.into_iter().map(|key| (key.id.clone(), key)).collect() }
     }
 
-    /// The keys of `[trust]`: `None` when no `keys_dir` is configured. A missing or
-    /// unreadable folder, a malformed `.pub` file, or a folder without any is an error
-    /// naming the path.
-    pub fn from_config(config: &TrustConfig) -> Result<Option<Self>, BundleError> {
-        config.keys_dir.as_deref().map(Self::load_dir).transpose()
-    }
-
-    /// Every `*.pub` file of `dir`.
-    pub fn load_dir(dir: &Path) -> Result<Self, BundleError> {
+    /// Every `*.pub` file of `dir`. A missing or unreadable folder, a malformed `.pub`
+    /// file, or a folder without any is an error naming the path.
+    pub fn load_dir(dir: &Path) -> Result<Self, BundleFileError> {
         let entries =
             std::fs::read_dir(dir).map_err(|error| key_error(dir, format!("cannot read the keys folder: {error}")))?;
         let mut paths = Vec::new();
@@ -290,13 +284,14 @@ impl TrustedKeys {
 
     /// Checks `dir/bundle.sig` against `manifest` (the exact bytes of `dir/bundle.toml`);
     /// returns the signing key's id.
-    pub fn verify(&self, dir: &Path, manifest: &[u8]) -> Result<String, BundleError> {
-        let file = SignatureFile::read(dir)?.ok_or_else(|| BundleError::Unsigned { dir: dir.to_owned() })?;
+    pub fn verify(&self, dir: &Path, manifest: &[u8]) -> Result<String, BundleFileError> {
+        let file = SignatureFile::read(dir)?.ok_or_else(|| BundleFileError::Unsigned { dir: dir.to_owned() })?;
         let key = self
             .keys
             .get(&file.key_id.to_ascii_lowercase())
-            .ok_or_else(|| BundleError::UntrustedKey { dir: dir.to_owned(), key_id: file.key_id.clone() })?;
-        let bad = |reason: String| BundleError::BadSignature { dir: dir.to_owned(), key_id: key.id.clone(), reason };
+            .ok_or_else(|| BundleFileError::UntrustedKey { dir: dir.to_owned(), key_id: file.key_id.clone() })?;
+        let bad =
+            |reason: String| BundleFileError::BadSignature { dir: dir.to_owned(), key_id: key.id.clone(), reason };
         let signature = file.signature_bytes().map_err(bad)?;
         key.key.verify(manifest, &signature).map_err(|_| bad(format!("it does not match {MANIFEST_FILE}")))?;
         Ok(key.id.clone())
@@ -385,7 +380,7 @@ sha256 = "SHA_ONNX"
         let (stranger, _) = key(keys.path(), "stranger");
         sign_bundle(dir.path(), &stranger).unwrap();
         match TrustedKeys::new([trusted]).verify(dir.path(), &manifest_bytes(dir.path())) {
-            Err(BundleError::UntrustedKey { key_id, .. }) => assert_eq!(key_id, stranger.id()),
+            Err(BundleFileError::UntrustedKey { key_id, .. }) => assert_eq!(key_id, stranger.id()),
             other => panic!("expected an untrusted key, got {other:?}"),
         }
     }
@@ -401,7 +396,7 @@ sha256 = "SHA_ONNX"
         file.key_id = trusted_private.id().to_owned();
         std::fs::write(dir.path().join(SIGNATURE_FILE), toml::to_string(&file).unwrap()).unwrap();
         let error = TrustedKeys::new([trusted]).verify(dir.path(), &manifest_bytes(dir.path())).unwrap_err();
-        assert!(matches!(error, BundleError::BadSignature { .. }), "{error:?}");
+        assert!(matches!(error, BundleFileError::BadSignature { .. }), "{error:?}");
     }
 
     #[test]
@@ -421,7 +416,7 @@ sha256 = "SHA_ONNX"
         let (_, public) = key(keys.path(), "release");
         let trusted = TrustedKeys::new([public]);
         let bytes = manifest_bytes(dir.path());
-        assert!(matches!(trusted.verify(dir.path(), &bytes), Err(BundleError::Unsigned { .. })));
+        assert!(matches!(trusted.verify(dir.path(), &bytes), Err(BundleFileError::Unsigned { .. })));
 
         let sig = dir.path().join(SIGNATURE_FILE);
         for (text, reason) in [
@@ -433,7 +428,7 @@ sha256 = "SHA_ONNX"
         ] {
             std::fs::write(&sig, text).unwrap();
             match trusted.verify(dir.path(), &bytes) {
-                Err(error @ BundleError::MalformedSignature { .. }) => {
+                Err(error @ BundleFileError::MalformedSignature { .. }) => {
                     assert!(error.to_string().contains(reason), "{error}")
                 }
                 other => panic!("{text:?}: expected a malformed signature, got {other:?}"),
@@ -446,7 +441,7 @@ sha256 = "SHA_ONNX"
         let (keys, dir) = (tempfile::tempdir().unwrap(), bundle());
         let (private, _) = key(keys.path(), "release");
         std::fs::write(dir.path().join("model.onnx"), b"onnx, tampered").unwrap();
-        assert!(matches!(sign_bundle(dir.path(), &private), Err(BundleError::Digest { .. })));
+        assert!(matches!(sign_bundle(dir.path(), &private), Err(BundleFileError::Digest { .. })));
         assert!(!dir.path().join(SIGNATURE_FILE).exists());
     }
 
@@ -459,6 +454,5 @@ sha256 = "SHA_ONNX"
         std::fs::write(keys.path().join("bad.pub"), format!("{PUBLIC_HEADER}\nnot hex\n")).unwrap();
         let error = TrustedKeys::load_dir(keys.path()).unwrap_err().to_string();
         assert!(error.contains("bad.pub"), "{error}");
-        assert!(TrustedKeys::from_config(&TrustConfig::default()).unwrap().is_none());
     }
 }

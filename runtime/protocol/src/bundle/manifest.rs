@@ -41,8 +41,8 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::error::BundleError;
-use crate::plugin::{FieldSpec, OutputSpec};
+use super::error::BundleFileError;
+use super::interface::{FieldSpec, OutputSpec};
 
 pub const MANIFEST_FILE: &str = "bundle.toml";
 pub const PLUGIN_FILE: &str = "preprocess.wasm";
@@ -81,7 +81,8 @@ pub struct Manifest {
 /// `[drift]`: the population stability index (PSI) of a feature against its training
 /// profile at which its drift is a warning, and an alert. The defaults are the usual rule of
 /// thumb: below 0.1 no real change, 0.1 to 0.25 a moderate one, above 0.25 a large one.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DriftThresholds {
     #[serde(default = "DriftThresholds::default_warn")]
@@ -249,28 +250,28 @@ pub struct Sample {
 
 impl Manifest {
     /// Reads `dir/bundle.toml` and checks its fields (not yet the files: see [`Manifest::verify_files`]).
-    pub fn read(dir: &Path) -> Result<Self, BundleError> {
+    pub fn read(dir: &Path) -> Result<Self, BundleFileError> {
         let path = dir.join(MANIFEST_FILE);
         let bytes = std::fs::read(&path)
-            .map_err(|error| BundleError::Read { path: path.clone(), reason: error.to_string() })?;
+            .map_err(|error| BundleFileError::Read { path: path.clone(), reason: error.to_string() })?;
         Self::parse(&path, &bytes)
     }
 
     /// Parses and checks the bytes of the manifest at `path` (as [`Manifest::read`] does), so
     /// that the bytes whose signature was verified are the bytes used.
-    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, BundleError> {
-        let manifest_error = |reason: String| BundleError::Manifest { path: path.to_owned(), reason };
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, BundleFileError> {
+        let manifest_error = |reason: String| BundleFileError::Manifest { path: path.to_owned(), reason };
         let text = std::str::from_utf8(bytes).map_err(|error| manifest_error(error.to_string()))?;
         let manifest: Manifest = toml::from_str(text).map_err(|error| manifest_error(error.to_string()))?;
         manifest.validate().map_err(manifest_error)?;
         Ok(manifest)
     }
 
-    pub fn write(&self, dir: &Path) -> Result<(), BundleError> {
+    pub fn write(&self, dir: &Path) -> Result<(), BundleFileError> {
         let path = dir.join(MANIFEST_FILE);
         let text = toml::to_string_pretty(self)
-            .map_err(|error| BundleError::Manifest { path: path.clone(), reason: error.to_string() })?;
-        std::fs::write(&path, text).map_err(|error| BundleError::Read { path, reason: error.to_string() })
+            .map_err(|error| BundleFileError::Manifest { path: path.clone(), reason: error.to_string() })?;
+        std::fs::write(&path, text).map_err(|error| BundleFileError::Read { path, reason: error.to_string() })
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -305,11 +306,11 @@ impl Manifest {
     }
 
     /// Checks that every file the manifest names hashes to its digest.
-    pub fn verify_files(&self, dir: &Path) -> Result<(), BundleError> {
+    pub fn verify_files(&self, dir: &Path) -> Result<(), BundleFileError> {
         for file in self.files() {
             let actual = sha256_file(&dir.join(&file.file))?;
             if !actual.eq_ignore_ascii_case(&file.sha256) {
-                return Err(BundleError::Digest {
+                return Err(BundleFileError::Digest {
                     dir: dir.to_owned(),
                     file: file.file.clone(),
                     expected: file.sha256.clone(),
@@ -340,9 +341,9 @@ fn check_file_ref(key: &str, file: &FileRef) -> Result<(), String> {
 }
 
 /// Hex sha256 of a file's contents.
-pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
-    let bytes =
-        std::fs::read(path).map_err(|error| BundleError::Read { path: path.to_owned(), reason: error.to_string() })?;
+pub fn sha256_file(path: &Path) -> Result<String, BundleFileError> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| BundleFileError::Read { path: path.to_owned(), reason: error.to_string() })?;
     Ok(hex::encode(Sha256::digest(bytes)))
 }
 
@@ -385,7 +386,7 @@ mod tests {
 
         std::fs::write(dir.path().join(MODEL_FILE), b"onnx, tampered").unwrap();
         match read.verify_files(dir.path()) {
-            Err(BundleError::Digest { file, .. }) => assert_eq!(file, MODEL_FILE),
+            Err(BundleFileError::Digest { file, .. }) => assert_eq!(file, MODEL_FILE),
             other => panic!("expected a digest mismatch, got {other:?}"),
         }
     }
@@ -452,7 +453,7 @@ mod tests {
 
         std::fs::write(dir.path().join(METRICS_FILE), b"{\"r2\": 1}").unwrap();
         match read.verify_files(dir.path()) {
-            Err(BundleError::Digest { file, .. }) => assert_eq!(file, METRICS_FILE),
+            Err(BundleFileError::Digest { file, .. }) => assert_eq!(file, METRICS_FILE),
             other => panic!("expected a digest mismatch, got {other:?}"),
         }
 
