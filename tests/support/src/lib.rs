@@ -104,13 +104,17 @@ pub fn forecourt_binary() -> PathBuf {
     BINARY
         .get_or_init(|| {
             let mut cargo = Command::new(env!("CARGO"));
+            // The selection `make test`'s `cargo test --workspace` builds, so that the binary
+            // it built is found fresh. `-p forecourt-cli` alone resolves features without the
+            // test targets' dev-dependencies (tokio's test-util, ureq's rustls): a second
+            // build of tokio and everything on it (hyper, axum, tonic, rumqttc, the
+            // appliance) of several minutes. Neither feature changes what the binary does:
+            // nothing in it pauses time, and it downloads bundles over http:// only.
             cargo.current_dir(repo_root()).args([
                 "build",
                 "--release",
-                "-p",
-                "forecourt-cli",
-                "--bin",
-                "forecourt",
+                "--workspace",
+                "--tests",
                 "--message-format=json",
             ]);
             // What cargo set for this test process is not the build's. ring's build script
@@ -141,6 +145,9 @@ pub fn forecourt_binary() -> PathBuf {
                 .lines()
                 .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
                 .filter(|message| message["target"]["name"] == "forecourt")
+                // Not the test harness of the binary's own unit tests.
+                .filter(|message| message["target"]["kind"] == serde_json::json!(["bin"]))
+                .filter(|message| message["profile"]["test"] == false)
                 .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
                 .next_back()
                 .expect("cargo reports the forecourt executable")
