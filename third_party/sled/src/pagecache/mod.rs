@@ -38,7 +38,7 @@ use self::{
     blob_io::{gc_blobs, read_blob, remove_blob, write_blob},
     constants::{
         BATCH_MANIFEST_PID, COUNTER_PID, META_PID,
-        PAGE_CONSOLIDATION_THRESHOLD, SEGMENT_CLEANUP_THRESHOLD,
+        PAGE_CONSOLIDATION_THRESHOLD, REWRITES_PER_REPLACE, SEGMENT_CLEANUP_THRESHOLD,
     },
     header::Header,
     iobuf::{roll_iobuf, IoBuf, IoBufs},
@@ -1203,9 +1203,12 @@ impl PageCache {
         let result =
             self.cas_page(pid, old, Update::Node(new), false, guard)?;
 
-        if let Some((pid_to_clean, segment_to_clean)) =
-            self.log.iobufs.segment_cleaner.pop()
-        {
+        for _ in 0..REWRITES_PER_REPLACE {
+            let Some((pid_to_clean, segment_to_clean)) =
+                self.log.iobufs.segment_cleaner.pop()
+            else {
+                break;
+            };
             self.rewrite_page(pid_to_clean, segment_to_clean, guard)?;
         }
 
