@@ -241,6 +241,33 @@ fn a_batch_answers_the_valid_instances_and_reports_the_invalid_one_at_its_index(
 }
 
 #[test]
+fn a_batch_larger_than_the_plugin_pool_answers_every_row_as_a_single_prediction_would() {
+    // Three instances for the whole appliance: a batch's rows hold theirs from preprocess
+    // to postprocess, so the batch must run in pieces that fit the pool, and a row refused
+    // in the middle must not shift the others.
+    let server = Server::builder(&all_bundles()).env("FORECOURT_PLUGINS__MAX_INSTANCES", "3").start();
+    let instances: Vec<Value> = (0..20)
+        .map(
+            |index| {
+                if index == 9 { with(car(), "doors", json!(7)) } else { with(car(), "mileage", json!(4000 * index)) }
+            },
+        )
+        .collect();
+    let reply = server.post_json("/v1/predict/car-price/batch", &json!({"instances": instances}));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!((reply.json["succeeded"].as_u64(), reply.json["failed"].as_u64()), (Some(19), Some(1)), "{reply:?}");
+    let items = reply.json["predictions"].as_array().expect("predictions");
+    assert_eq!(items[9]["error"]["field"].as_str(), Some("doors"), "{}", items[9]);
+    for (index, item) in items.iter().enumerate().filter(|(index, _)| *index != 9) {
+        assert_eq!(item["index"].as_u64(), Some(index as u64), "{item}");
+        let single = server.post_json("/v1/predict/car-price", &instances[index]);
+        assert_eq!(single.status, 200, "{single:?}");
+        let (batch_price, single_price) = (&item["outputs"]["price"], &single.json["outputs"]["price"]);
+        assert_close(number(batch_price, "price"), number(single_price, "price"), 1e-6, &format!("row {index}"));
+    }
+}
+
+#[test]
 fn the_audit_trail_pages_with_after_and_limit_and_verifies() {
     let server = Server::start(&all_bundles());
     let all = server.get("/v1/audit?limit=1000");

@@ -22,7 +22,8 @@ pub trait Backend: Versioned + Send + Sync + 'static {
     /// (refused when the version cannot explain, see [`explainable`](Self::explainable)).
     fn infer(&self, request: &str, explain: bool) -> Result<Inference, InferenceError>;
 
-    /// Several requests in one model run, each answered (or refused) in its place.
+    /// Several requests, run through the model together, each answered (or refused) in its
+    /// place.
     fn infer_batch(&self, requests: &[&str], explain: bool) -> Vec<Result<Inference, InferenceError>>;
 
     /// Tensors straight to the model (the inference protocol: no plugin).

@@ -250,9 +250,10 @@ impl<R: Router> Pipeline<R> {
         })
     }
 
-    /// A batch of instances (each a JSON value) in one model run; each instance's failure
-    /// is reported in its place without failing the others. With `explain`, each answer
-    /// carries its explanation (the whole batch is refused for a bundle without trees).
+    /// A batch of instances (each a JSON value) run through the model together; each
+    /// instance's failure is reported in its place without failing the others. With
+    /// `explain`, each answer carries its explanation (the whole batch is refused for a
+    /// bundle without trees).
     pub async fn predict_batch(
         &self,
         bundle: &str,
@@ -290,13 +291,12 @@ impl<R: Router> Pipeline<R> {
 
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         let mut records = Vec::new();
-        let mut shared_run = None;
         let results: Vec<Result<Prediction, InferenceError>> = worked
             .into_iter()
             .map(|(result, digest, input)| {
                 let inference = result?;
+                // The bundle recorded its model runs, shared by the batch's rows.
                 observe_inference(metrics, &inference, false);
-                shared_run.get_or_insert(inference.inference_time);
                 let id = Uuid::now_v7();
                 let mut record = prediction_record(&*active, id, digest, input, &inference.response, latency_ms);
                 origin.stamp(&mut record);
@@ -312,9 +312,6 @@ impl<R: Router> Pipeline<R> {
                 })
             })
             .collect();
-        if let Some(run) = shared_run {
-            metrics.inference(run.as_secs_f64());
-        }
         if !records.is_empty() {
             self.store.record_many(records).await?;
         }
