@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use forecourt_protocol::bundle::signature::PrivateKey;
-use forecourt_protocol::bundle::{MANIFEST_FILE, Manifest};
+use forecourt_protocol::bundle::{BundleFileError, archive};
 use forecourt_protocol::fleet::Topics;
 use forecourt_protocol::fleet::broker::{BrokerAddress, check_topic_level};
 use forecourt_protocol::fleet::messages::{
@@ -241,8 +241,14 @@ impl BundleFile {
         if size > max {
             return Err(too_large(size));
         }
-        let manifest =
-            manifest_in(&bytes).map_err(|reason| ManagerError::NotABundle { path: path.to_owned(), reason })?;
+        // The appliance's own entry rules: a file it would refuse is not sent to a fleet.
+        let manifest = archive::read_manifest(path, &bytes).map_err(|error| {
+            let reason = match error {
+                BundleFileError::Archive { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            ManagerError::NotABundle { path: path.to_owned(), reason }
+        })?;
         Ok(Self {
             path: path.to_owned(),
             name: manifest.bundle.name,
@@ -256,24 +262,6 @@ impl BundleFile {
     pub fn source(&self) -> BundleSource {
         BundleSource { inline: Some(self.base64.clone()), url: None, sha256: self.sha256.clone() }
     }
-}
-
-/// The manifest of a `.fcb` held in memory. Only `<top>/bundle.toml` is read: the full
-/// shape checks are the appliance's (`bundle::archive::unpack`); this catches a wrong file
-/// before it is sent to a whole fleet.
-fn manifest_in(bytes: &[u8]) -> Result<Manifest, String> {
-    let mut archive = tar::Archive::new(bytes);
-    for entry in archive.entries().map_err(|error| format!("not a tar archive: {error}"))? {
-        let mut entry = entry.map_err(|error| format!("not a tar archive: {error}"))?;
-        let path = entry.path().map_err(|error| error.to_string())?.into_owned();
-        if path.components().count() != 2 || path.file_name().is_none_or(|name| name != MANIFEST_FILE) {
-            continue;
-        }
-        let mut text = Vec::new();
-        (&mut entry).take(1 << 20).read_to_end(&mut text).map_err(|error| error.to_string())?;
-        return Manifest::parse(&path, &text).map_err(|error| error.to_string());
-    }
-    Err(format!("it holds no <name>-<version>/{MANIFEST_FILE}"))
 }
 
 /// The per-device state of one deployment, and the rules of when it is over.
@@ -840,6 +828,7 @@ pub(crate) fn example_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use forecourt_protocol::bundle::MANIFEST_FILE;
     use forecourt_protocol::fleet::messages::Step;
 
     fn progress(device: &str, action: Action, step: Step) -> Progress {
@@ -997,6 +986,7 @@ mod tests {
         if let Some(manifest) = manifest {
             append(MANIFEST_FILE, manifest.as_bytes());
         }
+        append("preprocess.wasm", b"wasm");
         append("model.onnx", &vec![7; padding]);
         std::fs::write(&path, builder.into_inner().unwrap()).unwrap();
         path

@@ -107,36 +107,11 @@ pub fn unpack_with(file: &Path, out: &Path, limits: Limits) -> Result<PathBuf, B
         .tempdir_in(out)
         .map_err(|e| archive_error(out, format!("cannot make a staging folder: {e}")))?;
     let mut archive = tar::Archive::new(BufReader::new(File::open(file).map_err(|e| refuse(e.to_string()))?));
-    let mut top: Option<String> = None;
-    let mut seen = BTreeSet::new();
+    let mut entries = Entries::default();
     for entry in archive.entries().map_err(|e| refuse(e.to_string()))? {
         let entry = entry.map_err(|e| refuse(e.to_string()))?;
+        let Some((name, cap)) = entries.admit(&entry, limits).map_err(refuse)? else { continue };
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let (folder, name) = split_entry_path(&raw).map_err(|reason| refuse(format!("entry {raw:?}: {reason}")))?;
-        if *top.get_or_insert_with(|| folder.clone()) != folder {
-            return Err(refuse(format!("entry {raw:?} is outside the top folder {:?}", top.unwrap_or_default())));
-        }
-        let kind = entry.header().entry_type();
-        let Some(name) = name else {
-            if kind.is_dir() {
-                continue;
-            }
-            return Err(refuse(format!("entry {raw:?} is not a folder")));
-        };
-        if !kind.is_file() {
-            return Err(refuse(format!("entry {raw:?} is not a regular file ({kind:?})")));
-        }
-        if !NAMES.contains(&name.as_str()) {
-            return Err(refuse(format!("entry {raw:?}: {name:?} is not a bundle file ({})", NAMES.join(", "))));
-        }
-        if !seen.insert(name.clone()) {
-            return Err(refuse(format!("entry {raw:?} appears twice")));
-        }
-        let cap = limits.cap(&name);
-        let size = entry.header().size().map_err(|e| refuse(e.to_string()))?;
-        if size > cap {
-            return Err(refuse(format!("entry {raw:?} is {size} bytes, over the cap of {cap}")));
-        }
         let target = staging.path().join(&name);
         let mut output = File::create(&target).map_err(|e| archive_error(&target, e.to_string()))?;
         let copied = std::io::copy(&mut entry.take(cap + 1), &mut output).map_err(|e| refuse(e.to_string()))?;
@@ -145,12 +120,7 @@ pub fn unpack_with(file: &Path, out: &Path, limits: Limits) -> Result<PathBuf, B
         }
         output.sync_all().map_err(|e| archive_error(&target, e.to_string()))?;
     }
-    let top = top.ok_or_else(|| refuse("the archive is empty".to_owned()))?;
-    for required in [MANIFEST_FILE, PLUGIN_FILE, MODEL_FILE] {
-        if !seen.contains(required) {
-            return Err(refuse(format!("the archive has no {top}/{required}")));
-        }
-    }
+    let top = entries.complete().map_err(refuse)?;
     let dir = out.join(&top);
     if dir.exists() {
         return Err(archive_error(&dir, "already exists; refusing to overwrite it"));
@@ -161,6 +131,82 @@ pub fn unpack_with(file: &Path, out: &Path, limits: Limits) -> Result<PathBuf, B
         archive_error(&dir, e.to_string())
     })?;
     Ok(dir)
+}
+
+/// The manifest of a `.fcb` held in memory, for a tool that checks a file before sending
+/// it (the fleet manager). The archive must pass [`unpack`]'s entry rules, so a file the
+/// appliance would refuse is refused here too; `source` names it in errors. Nothing is
+/// written, and only the manifest is read into memory.
+pub fn read_manifest(source: &Path, bytes: &[u8]) -> Result<Manifest, BundleFileError> {
+    let refuse = |reason: String| archive_error(source, reason);
+    let limits = Limits::default();
+    let mut entries = Entries::default();
+    let mut manifest = None;
+    for entry in tar::Archive::new(bytes).entries().map_err(|e| refuse(e.to_string()))? {
+        let mut entry = entry.map_err(|e| refuse(e.to_string()))?;
+        let Some((name, cap)) = entries.admit(&entry, limits).map_err(refuse)? else { continue };
+        if name == MANIFEST_FILE {
+            let mut text = Vec::new();
+            (&mut entry).take(cap).read_to_end(&mut text).map_err(|e| refuse(e.to_string()))?;
+            manifest = Some(text);
+        }
+    }
+    let top = entries.complete().map_err(refuse)?;
+    let text = manifest.expect("a complete archive holds its manifest");
+    Manifest::parse(&source.join(top).join(MANIFEST_FILE), &text)
+}
+
+/// The entries of an archive so far, and the rules each new one must pass: one top folder,
+/// only regular files with a bundle file's name, each once and within its size cap.
+#[derive(Default)]
+struct Entries {
+    top: Option<String>,
+    seen: BTreeSet<String>,
+}
+
+impl Entries {
+    /// `Some((file name, size cap))` for a bundle file, `None` for the top folder itself;
+    /// the refusal names the entry and the rule.
+    fn admit<R: Read>(&mut self, entry: &tar::Entry<'_, R>, limits: Limits) -> Result<Option<(String, u64)>, String> {
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let (folder, name) = split_entry_path(&raw).map_err(|reason| format!("entry {raw:?}: {reason}"))?;
+        if *self.top.get_or_insert_with(|| folder.clone()) != folder {
+            return Err(format!("entry {raw:?} is outside the top folder {:?}", self.top.clone().unwrap_or_default()));
+        }
+        let kind = entry.header().entry_type();
+        let Some(name) = name else {
+            if kind.is_dir() {
+                return Ok(None);
+            }
+            return Err(format!("entry {raw:?} is not a folder"));
+        };
+        if !kind.is_file() {
+            return Err(format!("entry {raw:?} is not a regular file ({kind:?})"));
+        }
+        if !NAMES.contains(&name.as_str()) {
+            return Err(format!("entry {raw:?}: {name:?} is not a bundle file ({})", NAMES.join(", ")));
+        }
+        if !self.seen.insert(name.clone()) {
+            return Err(format!("entry {raw:?} appears twice"));
+        }
+        let cap = limits.cap(&name);
+        let size = entry.header().size().map_err(|e| e.to_string())?;
+        if size > cap {
+            return Err(format!("entry {raw:?} is {size} bytes, over the cap of {cap}"));
+        }
+        Ok(Some((name, cap)))
+    }
+
+    /// The top folder, once the archive held every required file.
+    fn complete(self) -> Result<String, String> {
+        let top = self.top.ok_or_else(|| "the archive is empty".to_owned())?;
+        for required in [MANIFEST_FILE, PLUGIN_FILE, MODEL_FILE] {
+            if !self.seen.contains(required) {
+                return Err(format!("the archive has no {top}/{required}"));
+            }
+        }
+        Ok(top)
+    }
 }
 
 /// `top/name` -> (top, Some(name)); `top` or `top/` -> (top, None). Anything else (absolute,
@@ -324,6 +370,36 @@ mod tests {
         assert_refused(unpack_entries(("cars-1.2.0/model.onnx", b"x", tar::EntryType::Regular)), "twice");
         let file = raw_tar(&[("cars-1.2.0/bundle.toml", b"x", tar::EntryType::Regular)]);
         assert_refused(unpack(file.path(), tempfile::tempdir().unwrap().path()), "no cars-1.2.0/preprocess.wasm");
+    }
+
+    #[test]
+    fn read_manifest_reads_a_packed_bundle_and_refuses_what_unpack_refuses() {
+        let (dir, scratch) = (bundle(true), tempfile::tempdir().unwrap());
+        let file = scratch.path().join("cars.fcb");
+        pack(dir.path(), &file).unwrap();
+        let manifest = read_manifest(&file, &std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(manifest, Manifest::read(dir.path()).unwrap());
+
+        let read = |entries: &[(&str, &[u8], tar::EntryType)]| {
+            let file = raw_tar(entries);
+            read_manifest(file.path(), &std::fs::read(file.path()).unwrap()).map(|_| PathBuf::new())
+        };
+        let base = complete("cars-1.2.0");
+        let regular = tar::EntryType::Regular;
+        for (extra, reason) in [
+            (("cars-1.2.0/../x", &b"x"[..], regular), "`..`"),
+            (("/etc/cron.d/x", b"x", regular), "absolute"),
+            (("cars-1.2.0/run.sh", b"x", regular), "not a bundle file"),
+            (("cars-1.2.0/bundle.sig", b"", tar::EntryType::Symlink), "not a regular file"),
+            (("cars-1.2.0/model.onnx", b"x", regular), "twice"),
+        ] {
+            let mut entries: Vec<(&str, &[u8], tar::EntryType)> =
+                base.iter().map(|(path, data)| (path.as_str(), *data, regular)).collect();
+            entries.push(extra);
+            assert_refused(read(&entries), reason);
+        }
+        assert_refused(read(&[("cars-1.2.0/bundle.toml", b"x", regular)]), "no cars-1.2.0/preprocess.wasm");
+        assert_refused(read(&[]), "empty");
     }
 
     #[test]
