@@ -134,10 +134,7 @@ impl Bundle {
             _ => None,
         };
         let post_started = Instant::now();
-        let response = match instance.postprocess(request, &outputs)? {
-            Some(response) => response,
-            None => default_response(&outputs),
-        };
+        let response = respond(&mut instance, request, &outputs)?;
         Ok(Inference {
             response,
             outputs,
@@ -186,13 +183,10 @@ impl Bundle {
                 let tensors = self.prepare(&mut instance, request)?;
                 Ok((instance, tensors))
             });
-            let row = match row {
-                Ok((instance, tensors)) => {
-                    inputs.push(tensors);
-                    Ok(instance)
-                }
-                Err(error) => Err(error),
-            };
+            let row = row.map(|(instance, tensors)| {
+                inputs.push(tensors);
+                instance
+            });
             prepared.push((row, started.elapsed()));
         }
         let taken = prepared.len();
@@ -218,7 +212,7 @@ impl Bundle {
             let explanation =
                 explainer.map(|explainer| explain_one(explainer, request, tensors, &outputs)).transpose()?;
             let started = Instant::now();
-            let response = instance.postprocess(request, &outputs)?.unwrap_or_else(|| default_response(&outputs));
+            let response = respond(&mut instance, request, &outputs)?;
             Ok(Inference {
                 response,
                 outputs,
@@ -282,6 +276,16 @@ impl Bundle {
 
 /// One request's explanation from the tensors its model run took and gave; the request's
 /// JSON supplies each field's value as the client wrote it.
+/// The response the instance shapes from this request's outputs, or the default shape when
+/// the plugin leaves it to the host.
+fn respond(
+    instance: &mut PluginInstance,
+    request: &str,
+    outputs: &[Tensor],
+) -> Result<Map<String, Value>, InferenceError> {
+    Ok(instance.postprocess(request, outputs)?.unwrap_or_else(|| default_response(outputs)))
+}
+
 fn explain_one(
     explainer: &Explainer,
     request: &str,

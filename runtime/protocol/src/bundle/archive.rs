@@ -110,8 +110,7 @@ pub fn unpack_with(file: &Path, out: &Path, limits: Limits) -> Result<PathBuf, B
     let mut entries = Entries::default();
     for entry in archive.entries().map_err(|e| refuse(e.to_string()))? {
         let entry = entry.map_err(|e| refuse(e.to_string()))?;
-        let Some((name, cap)) = entries.admit(&entry, limits).map_err(refuse)? else { continue };
-        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(Admitted { raw, name, cap }) = entries.admit(&entry, limits).map_err(refuse)? else { continue };
         let target = staging.path().join(&name);
         let mut output = File::create(&target).map_err(|e| archive_error(&target, e.to_string()))?;
         let copied = std::io::copy(&mut entry.take(cap + 1), &mut output).map_err(|e| refuse(e.to_string()))?;
@@ -144,7 +143,7 @@ pub fn read_manifest(source: &Path, bytes: &[u8]) -> Result<Manifest, BundleFile
     let mut manifest = None;
     for entry in tar::Archive::new(bytes).entries().map_err(|e| refuse(e.to_string()))? {
         let mut entry = entry.map_err(|e| refuse(e.to_string()))?;
-        let Some((name, cap)) = entries.admit(&entry, limits).map_err(refuse)? else { continue };
+        let Some(Admitted { name, cap, .. }) = entries.admit(&entry, limits).map_err(refuse)? else { continue };
         if name == MANIFEST_FILE {
             let mut text = Vec::new();
             (&mut entry).take(cap).read_to_end(&mut text).map_err(|e| refuse(e.to_string()))?;
@@ -156,6 +155,13 @@ pub fn read_manifest(source: &Path, bytes: &[u8]) -> Result<Manifest, BundleFile
     Manifest::parse(&source.join(top).join(MANIFEST_FILE), &text)
 }
 
+/// A bundle file an archive may hold: its path as written, its name, its size cap.
+struct Admitted {
+    raw: String,
+    name: String,
+    cap: u64,
+}
+
 /// The entries of an archive so far, and the rules each new one must pass: one top folder,
 /// only regular files with a bundle file's name, each once and within its size cap.
 #[derive(Default)]
@@ -165,9 +171,9 @@ struct Entries {
 }
 
 impl Entries {
-    /// `Some((file name, size cap))` for a bundle file, `None` for the top folder itself;
-    /// the refusal names the entry and the rule.
-    fn admit<R: Read>(&mut self, entry: &tar::Entry<'_, R>, limits: Limits) -> Result<Option<(String, u64)>, String> {
+    /// `Some` for a bundle file, `None` for the top folder itself; the refusal names the
+    /// entry and the rule.
+    fn admit<R: Read>(&mut self, entry: &tar::Entry<'_, R>, limits: Limits) -> Result<Option<Admitted>, String> {
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let (folder, name) = split_entry_path(&raw).map_err(|reason| format!("entry {raw:?}: {reason}"))?;
         if *self.top.get_or_insert_with(|| folder.clone()) != folder {
@@ -194,7 +200,7 @@ impl Entries {
         if size > cap {
             return Err(format!("entry {raw:?} is {size} bytes, over the cap of {cap}"));
         }
-        Ok(Some((name, cap)))
+        Ok(Some(Admitted { raw, name, cap }))
     }
 
     /// The top folder, once the archive held every required file.
