@@ -40,6 +40,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
+pub mod idle;
 pub mod listener;
 pub mod model;
 pub mod oip;

@@ -7,8 +7,10 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use tokio::sync::oneshot;
+
+use crate::idle;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -36,11 +38,7 @@ impl WorkerPool {
         let threads = (0..threads.max(1))
             .map(|index| {
                 let receiver = receiver.clone();
-                std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || {
-                    for job in receiver {
-                        job();
-                    }
-                })
+                std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || run(&receiver))
             })
             .collect::<std::io::Result<_>>()?;
         Ok(Self { sender: Some(sender), threads, capacity })
@@ -75,6 +73,30 @@ impl WorkerPool {
     /// Jobs waiting for a worker.
     pub fn queued(&self) -> usize {
         self.sender.as_ref().map_or(0, Sender::len)
+    }
+}
+
+/// Runs jobs until the pool is dropped. After a job, the wait for the next is bounded by
+/// [`idle::AFTER`]: a worker that got none gives its free memory back, then waits unbounded.
+fn run(receiver: &Receiver<Job>) {
+    let mut worked = false;
+    loop {
+        let next = if worked {
+            receiver.recv_timeout(idle::AFTER)
+        } else {
+            receiver.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        match next {
+            Ok(job) => {
+                job();
+                worked = true;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                idle::thread_idle();
+                worked = false;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 
@@ -129,6 +151,45 @@ mod tests {
         assert_eq!(pending.await.unwrap(), Some(caller));
         // Outside any span, the job runs outside any.
         assert_eq!(pool.submit(|| tracing::Span::current().id()).unwrap().await.unwrap(), None);
+    }
+
+    /// Which threads called the idle hook, in order (the hook is process-wide, so the
+    /// store writer's unit tests may report here too).
+    static IDLE_THREADS: std::sync::Mutex<Option<std::sync::mpsc::Sender<String>>> = std::sync::Mutex::new(None);
+
+    fn report_idle_thread() {
+        let name = std::thread::current().name().unwrap_or_default().to_owned();
+        if let Some(sender) = IDLE_THREADS.lock().unwrap().as_ref() {
+            let _ = sender.send(name);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_gives_its_memory_back_once_after_work_then_waits() {
+        let (sender, idle_threads) = std::sync::mpsc::channel();
+        *IDLE_THREADS.lock().unwrap() = Some(sender);
+        idle::set_release(report_idle_thread);
+        let pool = WorkerPool::new("idle-test", 1, 4).unwrap();
+        // Our worker's next report within `within`, skipping other threads' reports.
+        let next_report = |within: std::time::Duration| {
+            let deadline = std::time::Instant::now() + within;
+            while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+                match idle_threads.recv_timeout(left) {
+                    Ok(name) if name.starts_with("idle-test-") => return Some(name),
+                    Ok(_) => continue,
+                    Err(_) => return None,
+                }
+            }
+            None
+        };
+        let finished = std::time::Instant::now();
+        assert_eq!(pool.submit(|| 1).unwrap().await, Ok(1));
+        assert_eq!(next_report(idle::AFTER * 10).as_deref(), Some("idle-test-0"), "the worker reports after its job");
+        assert!(finished.elapsed() >= idle::AFTER, "released only after idle::AFTER without a job");
+        // Once per idle spell: no second report without another job.
+        assert_eq!(next_report(idle::AFTER * 3), None, "an idle worker releases once, not every idle::AFTER");
+        assert_eq!(pool.submit(|| 2).unwrap().await, Ok(2));
+        assert_eq!(next_report(idle::AFTER * 10).as_deref(), Some("idle-test-0"));
     }
 
     #[tokio::test]

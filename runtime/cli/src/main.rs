@@ -11,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     no_transparent_huge_pages();
+    forecourt::idle::set_release(release_free_memory);
     exit_quietly_on_a_closed_pipe();
     cli::run(cli::Cli::parse())
 }
@@ -24,6 +25,19 @@ fn main() -> anyhow::Result<()> {
 /// it only costs memory, so a failure is ignored.
 fn no_transparent_huge_pages() {
     let _ = rustix::thread::disable_transparent_huge_pages(true);
+}
+
+/// What an idle long-lived thread calls (runtime/src/idle.rs): mimalloc returns the pages
+/// this thread freed to the OS now instead of at its next allocation, which an idle thread
+/// never makes. Measured after 10 s of /v1 and 10 s of 1,000-row batches: 150 -> 141 MiB
+/// resident within the second after the load.
+fn release_free_memory() {
+    // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time;
+    // `force` only makes it return what it would otherwise keep for later.
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
 }
 
 /// `forecourt ... | head` closes stdout early. Rust ignores SIGPIPE, so the next

@@ -59,7 +59,7 @@ impl Default for StoreConfig {
             retention_max_predictions: Some(1_000_000),
             retention_max_age_days: Some(90),
             prune_interval_secs: 60,
-            cache_capacity_mib: 16,
+            cache_capacity_mib: 4,
         }
     }
 }

@@ -19,6 +19,7 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::record::{AuditKind, AuditRecord};
 use super::time::{now_unix_ms, rfc3339_millis};
+use crate::idle;
 use crate::telemetry::names::{
     STORE_FLUSH_DURATION, STORE_GROUP_SIZE, STORE_PREDICTION_BYTES, STORE_QUEUE_DEPTH, STORE_WRITES,
 };
@@ -103,6 +104,8 @@ enum Next {
     Write(Write),
     /// Relaxed mode: an acknowledged write has waited `flush_interval` for its flush.
     FlushDue,
+    /// Nothing arrived for [`idle::AFTER`] since the last write.
+    Idle,
     /// Every [`Store`](super::Store) handle is gone without a close.
     Disconnected,
 }
@@ -122,6 +125,8 @@ pub(crate) struct Writer {
     unflushed: usize,
     /// Relaxed mode: when the oldest acknowledged but unflushed write was inserted.
     dirty_since: Option<Instant>,
+    /// Whether a write came since the writer last gave its free memory back.
+    worked_since_idle: bool,
 }
 
 impl Writer {
@@ -143,6 +148,7 @@ impl Writer {
             max_group: config.max_group,
             unflushed: 0,
             dirty_since: None,
+            worked_since_idle: false,
         }
     }
 
@@ -156,6 +162,11 @@ impl Writer {
                 Next::Write(write) => write,
                 Next::FlushDue => {
                     let _ = self.flush(false);
+                    continue;
+                }
+                Next::Idle => {
+                    idle::thread_idle();
+                    self.worked_since_idle = false;
                     continue;
                 }
                 Next::Disconnected => {
@@ -173,15 +184,21 @@ impl Writer {
         }
     }
 
-    /// Blocks for the next write; in relaxed mode, no longer than the pending flush's deadline.
-    fn next(&self) -> Next {
+    /// Blocks for the next write; in relaxed mode, no longer than the pending flush's deadline,
+    /// and after work, no longer than [`idle::AFTER`].
+    fn next(&mut self) -> Next {
         let received = match self.dirty_since {
             Some(since) => self.receiver.recv_deadline(since + self.flush_interval),
+            None if self.worked_since_idle => self.receiver.recv_timeout(idle::AFTER),
             None => self.receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(write) => Next::Write(write),
-            Err(RecvTimeoutError::Timeout) => Next::FlushDue,
+            Ok(write) => {
+                self.worked_since_idle = true;
+                Next::Write(write)
+            }
+            Err(RecvTimeoutError::Timeout) if self.dirty_since.is_some() => Next::FlushDue,
+            Err(RecvTimeoutError::Timeout) => Next::Idle,
             Err(RecvTimeoutError::Disconnected) => Next::Disconnected,
         }
     }
