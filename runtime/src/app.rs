@@ -18,7 +18,7 @@ use crate::bundle::{BundleLoader, Registry, TrustedKeys};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::grpc::{self, InferenceService, ServiceParts};
-use crate::http::{self, AppState, AuthLayerState, CertificateReloader, DenialAudit, Readiness};
+use crate::http::{self, AppState, AuthLayerState, CertificateReloader, DenialAudit, Readiness, Services};
 use crate::model::OnnxRuntime;
 use crate::pipeline::Pipeline;
 use crate::plugin::PluginHost;
@@ -113,7 +113,7 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
     ));
     let readiness = Arc::new(Readiness::default());
     let quality = Quality::open(store, Arc::clone(&registry), &config.quality).context("cannot open the outcomes")?;
-    let state = AppState {
+    let state = AppState::new(Services {
         pipeline: Arc::clone(&pipeline),
         quality: quality.clone(),
         readiness: Arc::clone(&readiness),
@@ -123,7 +123,7 @@ async fn run(config: &Config, store: &Store, unclean: bool, parts: Parts, system
         config: Arc::new(config.server.clone()),
         fleet: Arc::default(),
         audit_verification: Arc::new(tokio::sync::Semaphore::new(1)),
-    };
+    });
     let fleet_health = Arc::clone(&state.fleet);
     let fleet = Fleet::open(&config.mqtt, &config.data_dir, store).context("cannot open the fleet's state")?;
 

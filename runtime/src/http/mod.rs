@@ -89,9 +89,29 @@ impl Readiness {
     }
 }
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach. axum clones a route's state for each request it routes
+/// (and each `from_fn_with_state` layer's), so the services sit behind one shared
+/// allocation: a clone is a reference count, not a copy of every handle and path they hold.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services behind [`AppState`].
+#[derive(Debug)]
+pub struct Services {
     pub pipeline: Arc<Pipeline>,
     /// Outcomes and live accuracy.
     pub quality: crate::quality::Quality,
