@@ -127,6 +127,30 @@ pub(crate) struct Writer {
     dirty_since: Option<Instant>,
     /// Whether a write came since the writer last gave its free memory back.
     worked_since_idle: bool,
+    metrics: WriterMetrics,
+}
+
+/// The writer's metrics, registered once: each group records five figures, and a handle
+/// skips the registry's lookup of the name.
+#[derive(Debug)]
+struct WriterMetrics {
+    queue_depth: metrics::Gauge,
+    writes: metrics::Counter,
+    prediction_bytes: metrics::Counter,
+    flush_duration: metrics::Histogram,
+    group_size: metrics::Histogram,
+}
+
+impl WriterMetrics {
+    fn register() -> Self {
+        Self {
+            queue_depth: metrics::gauge!(STORE_QUEUE_DEPTH),
+            writes: metrics::counter!(STORE_WRITES),
+            prediction_bytes: metrics::counter!(STORE_PREDICTION_BYTES),
+            flush_duration: metrics::histogram!(STORE_FLUSH_DURATION),
+            group_size: metrics::histogram!(STORE_GROUP_SIZE),
+        }
+    }
 }
 
 impl Writer {
@@ -149,6 +173,7 @@ impl Writer {
             unflushed: 0,
             dirty_since: None,
             worked_since_idle: false,
+            metrics: WriterMetrics::register(),
         }
     }
 
@@ -211,7 +236,7 @@ impl Writer {
             let Ok(write) = self.receiver.try_recv() else { break };
             self.apply(write, &mut group);
         }
-        metrics::gauge!(STORE_QUEUE_DEPTH).set(self.receiver.len() as f64);
+        self.metrics.queue_depth.set(self.receiver.len() as f64);
         group
     }
 
@@ -243,7 +268,7 @@ impl Writer {
                 }
                 self.unflushed += count;
                 group.records += count;
-                metrics::counter!(STORE_WRITES).increment(count as u64);
+                self.metrics.writes.increment(count as u64);
             }
             Write::Close(ack) => group.close = Some(ack),
             #[cfg(test)]
@@ -303,8 +328,8 @@ impl Writer {
         self.counters.inserted.fetch_add(written as u64, Ordering::Relaxed);
         self.counters.inserted_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.unflushed += written;
-        metrics::counter!(STORE_WRITES).increment(written as u64);
-        metrics::counter!(STORE_PREDICTION_BYTES).increment(bytes);
+        self.metrics.writes.increment(written as u64);
+        self.metrics.prediction_bytes.increment(bytes);
         result
     }
 
@@ -315,7 +340,7 @@ impl Writer {
         self.head_moved = true;
         self.unflushed += 1;
         self.counters.audit_records.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(STORE_WRITES).increment(1);
+        self.metrics.writes.increment(1);
         Ok(record)
     }
 
@@ -346,8 +371,8 @@ impl Writer {
     fn sync(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         self.trees.flush()?;
-        metrics::histogram!(STORE_FLUSH_DURATION).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(STORE_GROUP_SIZE).record(self.unflushed as f64);
+        self.metrics.flush_duration.record(started.elapsed().as_secs_f64());
+        self.metrics.group_size.record(self.unflushed as f64);
         self.unflushed = 0;
         self.dirty_since = None;
         #[cfg(test)]
