@@ -154,7 +154,8 @@ mod tests {
     }
 
     /// Which threads called the idle hook, in order (the hook is process-wide, so the
-    /// store writer's unit tests may report here too).
+    /// store writer's unit tests may report here too). `idle::set_release` keeps the first
+    /// hook installed: no other unit test may install one.
     static IDLE_THREADS: std::sync::Mutex<Option<std::sync::mpsc::Sender<String>>> = std::sync::Mutex::new(None);
 
     fn report_idle_thread() {
@@ -182,8 +183,7 @@ mod tests {
             }
             None
         };
-        let finished = std::time::Instant::now();
-        assert_eq!(pool.submit(|| 1).unwrap().await, Ok(1));
+        let finished = pool.submit(std::time::Instant::now).unwrap().await.unwrap();
         assert_eq!(next_report(idle::AFTER * 10).as_deref(), Some("idle-test-0"), "the worker reports after its job");
         assert!(finished.elapsed() >= idle::AFTER, "released only after idle::AFTER without a job");
         // Once per idle spell: no second report without another job.

@@ -147,10 +147,9 @@ fn start_appliances(kit: &FleetKit, broker: &Broker, devices: &[String]) -> Vec<
             .map(|device| {
                 scope.spawn(move || {
                     kit.appliance(broker, device, &[GROUP])
-                        // Light processes: one inference thread, a small store cache, few
-                        // plugin instances, and metrics at the production interval.
+                        // Light processes: one inference thread, few plugin instances, and
+                        // metrics at the production interval.
                         .env("FORECOURT_SERVER__WORKERS", "1")
-                        .env("FORECOURT_STORE__CACHE_CAPACITY_MIB", "4")
                         .env("FORECOURT_PLUGINS__MAX_INSTANCES", "16")
                         .env("FORECOURT_MQTT__METRICS_INTERVAL_SECS", "30")
                         .start()

@@ -89,8 +89,8 @@ impl Readiness {
     }
 }
 
-/// What every handler can reach. axum clones a route's state for each request it routes
-/// (and each `from_fn_with_state` layer's), so the services sit behind one shared
+/// What every handler can reach. axum clones a route's state for each request it routes,
+/// so the services sit behind one shared
 /// allocation: a clone is a reference count, not a copy of every handle and path they hold.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Services>);

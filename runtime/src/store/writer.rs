@@ -2,7 +2,7 @@
 //!
 //! It blocks for the first queued write, drains whatever else is queued (up to `max_group` records), inserts
 //! it all, flushes once (sled's fsync) and only then completes the acknowledgements of the whole group. No
-//! timer: while one flush runs the next group queues up, so batching grows with the load by itself. Owning
+//! batching timer: while one flush runs the next group queues up, so batching grows with the load by itself. Owning
 //! the audit head here keeps the chain strictly ordered without a lock.
 
 use std::sync::Arc;
@@ -104,7 +104,7 @@ enum Next {
     Write(Write),
     /// Relaxed mode: an acknowledged write has waited `flush_interval` for its flush.
     FlushDue,
-    /// Nothing arrived for [`idle::AFTER`] since the last write.
+    /// Nothing arrived for [`idle::AFTER`] since the last write (relaxed mode: since its flush).
     Idle,
     /// Every [`Store`](super::Store) handle is gone without a close.
     Disconnected,
@@ -131,7 +131,8 @@ pub(crate) struct Writer {
 }
 
 /// The writer's metrics, registered once: each group records five figures, and a handle
-/// skips the registry's lookup of the name.
+/// skips the registry's lookup of the name. A handle belongs to the recorder installed when
+/// the store opens, so the app installs its recorder first (`app::serve`).
 #[derive(Debug)]
 struct WriterMetrics {
     queue_depth: metrics::Gauge,
